@@ -1,0 +1,2 @@
+//! Tokenised model inputs built from the data readers' records.
+pub mod tokenizer;

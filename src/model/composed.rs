@@ -1,0 +1,206 @@
+//! A composed MAD-X model as files on disk: the encoder checkpoint, an optional language
+//! adapter (with its invertible adapter), an optional task adapter and a head. Everything is
+//! read into one `Weights` under canonical names; the tch model and the ONNX exporter both
+//! build from this.
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+
+use super::adapter_config::{AdapterConfig, SavedAdapterConfig};
+use super::config::ModelConfig;
+use super::head::Head;
+use super::weights::Weights;
+
+/// One adapter of the stack: its name (as used in tensor names) and config.
+#[derive(Debug, Clone)]
+pub struct AdapterSpec {
+    pub name: String,
+    pub config: AdapterConfig,
+    pub dir: PathBuf,
+}
+
+impl AdapterSpec {
+    /// Canonical prefix of the bottleneck adapter in `layer`.
+    pub fn layer_prefix(&self, layer: usize) -> String {
+        format!("encoder.layer.{layer}.output.adapters.{}", self.name)
+    }
+
+    pub fn invertible_prefix(&self) -> String {
+        format!("invertible_adapters.{}", self.name)
+    }
+
+    pub fn in_layer(&self, layer: usize) -> bool {
+        !self.config.leave_out.contains(&layer)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ComposedModel {
+    pub config: ModelConfig,
+    pub model_dir: PathBuf,
+    pub weights: Weights,
+    /// The language adapter sits under the task adapter (Stack(lang, task)).
+    pub lang: Option<AdapterSpec>,
+    pub task: Option<AdapterSpec>,
+    pub head: Option<Head>,
+}
+
+/// Which files make up a model.
+#[derive(Debug, Clone, Default)]
+pub struct ModelFiles {
+    pub model_dir: PathBuf,
+    pub lang_adapter: Option<PathBuf>,
+    pub task_adapter: Option<PathBuf>,
+}
+
+impl ComposedModel {
+    pub fn load(files: &ModelFiles) -> Result<Self> {
+        let config = ModelConfig::load(&files.model_dir.join("config.json"))?;
+        let mut weights = read_encoder_weights(&files.model_dir, &config)?;
+
+        let mut head = Head::from_hf_architecture(&config, hf_num_labels(&weights))?;
+        let lang = match &files.lang_adapter {
+            Some(dir) => Some(read_adapter(dir, &config, &mut weights)?),
+            None => None,
+        };
+        let task = match &files.task_adapter {
+            Some(dir) => {
+                let spec = read_adapter(dir, &config, &mut weights)?;
+                if let Some(flex) = read_flex_head(dir, &config, &mut weights)? {
+                    head = Some(flex);
+                }
+                Some(spec)
+            }
+            None => None,
+        };
+        if let (Some(l), Some(t)) = (&lang, &task) {
+            if l.name == t.name {
+                bail!(
+                    "the language adapter ({}) and the task adapter ({}) are both named `{}`",
+                    l.dir.display(),
+                    t.dir.display(),
+                    l.name
+                );
+            }
+        }
+        Ok(Self { config, model_dir: files.model_dir.clone(), weights, lang, task, head })
+    }
+
+    /// The adapters in stack order, bottom first.
+    pub fn stack(&self) -> Vec<&AdapterSpec> {
+        self.lang.iter().chain(self.task.iter()).collect()
+    }
+
+    /// The invertible adapter of the stack's first adapter, which is the only one applied.
+    pub fn invertible(&self) -> Option<&AdapterSpec> {
+        self.stack().into_iter().next().filter(|a| a.config.inv_adapter.is_some())
+    }
+}
+
+fn hf_num_labels(weights: &Weights) -> Option<usize> {
+    ["classifier.weight", "classifier.out_proj.weight"]
+        .iter()
+        .find_map(|n| weights.entry(n))
+        .map(|e| e.tensor.shape[0])
+}
+
+/// Reads `model.safetensors` of a Hugging Face directory, dropping the `bert.`/`roberta.`
+/// prefix and pre-training heads.
+fn read_encoder_weights(dir: &Path, config: &ModelConfig) -> Result<Weights> {
+    let path = dir.join("model.safetensors");
+    if !path.exists() {
+        if dir.join("pytorch_model.bin").exists() {
+            bail!(
+                "{} has only pytorch_model.bin; convert it to model.safetensors (see README: `scripts/convert-to-safetensors.py`)",
+                dir.display()
+            );
+        }
+        bail!("{}: no model.safetensors", dir.display());
+    }
+    let prefix = config.arch.prefix();
+    Weights::read_safetensors(&path, |name| {
+        let name = name.strip_prefix(prefix).unwrap_or(name);
+        if name.starts_with("cls.") || name.starts_with("lm_head.") || name.ends_with("position_ids") {
+            return None;
+        }
+        Some(name.replace("LayerNorm.gamma", "LayerNorm.weight").replace("LayerNorm.beta", "LayerNorm.bias"))
+    })
+}
+
+/// Reads an AdapterHub adapter directory into `weights`, renaming legacy keys of old Hub
+/// releases and checking every tensor's place and the hidden size.
+fn read_adapter(dir: &Path, config: &ModelConfig, weights: &mut Weights) -> Result<AdapterSpec> {
+    let saved = AdapterConfig::load(&dir.join("adapter_config.json"))?;
+    let SavedAdapterConfig { config: adapter_config, name, hidden_size, .. } = saved;
+    if let Some(h) = hidden_size {
+        if h != config.hidden_size {
+            bail!(
+                "{}: adapter `{name}` was trained for hidden size {h}, but the model {} has hidden size {}",
+                dir.join("adapter_config.json").display(),
+                config.hidden_size,
+                config.hidden_size
+            );
+        }
+    }
+    let path = dir.join("adapter.safetensors");
+    if !path.exists() {
+        if dir.join("pytorch_adapter.bin").exists() {
+            bail!(
+                "{}: only pytorch_adapter.bin is present; convert it with `toolkit convert-adapter {}`",
+                dir.display(),
+                dir.display()
+            );
+        }
+        bail!("{}: no adapter.safetensors", dir.display());
+    }
+    let prefix = config.arch.prefix();
+    let layer_key = format!(".adapters.{name}.");
+    let inv_key = format!("invertible_adapters.{name}.");
+    let adapter = Weights::read_safetensors(&path, |stored| {
+        let n = stored.strip_prefix(prefix).unwrap_or(stored);
+        Some(
+            n.replace("layer_text_lang_adapters", "adapters")
+                .replace("layer_text_task_adapters", "adapters")
+                .replace("invertible_lang_adapters", "invertible_adapters"),
+        )
+    })?;
+    for n in adapter.names() {
+        let known = (n.starts_with("encoder.layer.") && n.contains(&layer_key) && n.contains(".output.adapters."))
+            || n.starts_with(&inv_key);
+        if !known {
+            let entry = adapter.entry(n).expect("name from this map");
+            bail!(
+                "{}: tensor `{}` is not part of adapter `{name}` (expected `{}encoder.layer.N.output.adapters.{name}.*` or `{}invertible_adapters.{name}.*`)",
+                path.display(),
+                entry.stored_name,
+                prefix,
+                prefix
+            );
+        }
+    }
+    let spec = AdapterSpec { name, config: adapter_config, dir: dir.to_path_buf() };
+    if spec.config.inv_adapter.is_some() && !adapter.names().any(|n| n.starts_with(&inv_key)) {
+        bail!("{}: config asks for an invertible adapter, but no `{inv_key}*` tensor is stored", path.display());
+    }
+    weights.merge(adapter)?;
+    Ok(spec)
+}
+
+fn read_flex_head(dir: &Path, config: &ModelConfig, weights: &mut Weights) -> Result<Option<Head>> {
+    let config_path = dir.join("head_config.json");
+    if !config_path.exists() {
+        return Ok(None);
+    }
+    let head = Head::load_flex(&config_path, config)?;
+    let path = dir.join("model_head.safetensors");
+    let name = head.flex_name.clone().expect("flex heads are named");
+    let head_weights = Weights::read_safetensors(&path, |n| Some(n.to_string()))
+        .with_context(|| format!("reading the head `{name}`"))?;
+    for n in head_weights.names() {
+        if !n.starts_with(&format!("heads.{name}.")) {
+            bail!("{}: tensor `{n}` is not part of head `{name}`", path.display());
+        }
+    }
+    weights.merge(head_weights)?;
+    Ok(Some(head))
+}
