@@ -132,7 +132,11 @@ impl AdapterConfig {
                     cfg.leave_out = serde_json::from_value(value.clone()).with_context(unsupported)?;
                 }
                 "inv_adapter" => inv_kind = value.as_str().map(str::to_string),
-                "inv_adapter_reduction_factor" => inv_factor = value.as_f64().with_context(unsupported)?,
+                "inv_adapter_reduction_factor" => {
+                    if !value.is_null() {
+                        inv_factor = value.as_f64().with_context(unsupported)?
+                    }
+                }
                 "inv_adapter_non_linearity" => {
                     inv_act = Some(value.as_str().and_then(Activation::parse).with_context(unsupported)?)
                 }
@@ -156,7 +160,7 @@ impl AdapterConfig {
                 // Initialisation and PHM settings: irrelevant to a loaded adapter's forward pass.
                 "init_weights" | "factorized_phm_W" | "factorized_phm_rule" | "hypercomplex_nonlinearity"
                 | "learn_phm" | "phm_bias" | "phm_c_init" | "phm_dim" | "phm_init_range" | "phm_rank"
-                | "shared_W_phm" | "shared_phm_rule" | "phm_rule" | "phm_rule_init_range" => {}
+                | "shared_W_phm" | "shared_phm_rule" | "phm_rule" | "phm_rule_init_range" | "init_weights_seed" => {}
                 _ => bail!("unknown adapter config key `{key}`"),
             }
         }

@@ -3,6 +3,8 @@ pub mod adapter_config;
 pub mod composed;
 pub mod config;
 pub mod head;
+#[cfg(feature = "train")]
+pub mod torch;
 pub mod weights;
 
 pub use adapter_config::{Activation, AdapterConfig};

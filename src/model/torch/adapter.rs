@@ -1,0 +1,82 @@
+//! Bottleneck adapters and the NICE invertible adapter, with the `adapters` library's
+//! parameter names so that AdapterHub checkpoints load onto these variables as they are.
+use tch::nn::{self, Module};
+use tch::Tensor;
+
+use crate::model::adapter_config::{Activation, AdapterConfig};
+
+pub fn activate(x: &Tensor, act: Activation) -> Tensor {
+    match act {
+        Activation::Relu => x.relu(),
+        Activation::Gelu => x.gelu("none"),
+        Activation::Tanh => x.tanh(),
+        Activation::Silu => x.silu(),
+    }
+}
+
+/// The `adapters` library's "bert" init: N(0, 0.02) weights, zero biases.
+fn bert_init() -> nn::LinearConfig {
+    nn::LinearConfig { ws_init: nn::Init::Randn { mean: 0.0, stdev: 0.02 }, bs_init: Some(nn::Init::Const(0.0)), bias: true }
+}
+
+/// down-projection, non-linearity, up-projection, scaled (`seq_bn`).
+#[derive(Debug)]
+pub struct Bottleneck {
+    down: nn::Linear,
+    up: nn::Linear,
+    config: AdapterConfig,
+}
+
+impl Bottleneck {
+    /// `path` is `.../output/adapters/NAME`; `bottleneck` comes from the checkpoint's shapes
+    /// (or hidden / reduction_factor for a new adapter).
+    pub fn new(path: &nn::Path, hidden: i64, bottleneck: i64, config: &AdapterConfig) -> Self {
+        let init = bert_init();
+        let down = nn::linear(path / "adapter_down" / "0", hidden, bottleneck, init);
+        let up = nn::linear(path / "adapter_up", bottleneck, hidden, init);
+        Self { down, up, config: config.clone() }
+    }
+
+    /// One adapter of a stack: `h` is the FFN output (or the previous adapter's), `attn` the
+    /// attention block's output, `ln` the layer's output LayerNorm.
+    pub fn forward(&self, h: &Tensor, attn: &Tensor, ln: &nn::LayerNorm, train: bool) -> Tensor {
+        let c = &self.config;
+        let z = if c.original_ln_before { ln.forward(&(h + attn)) } else { h + attn };
+        let residual = if c.residual_before_ln { h.shallow_clone() } else { z.shallow_clone() };
+        let up = self.up.forward(&activate(&self.down.forward(&z), c.non_linearity)) * c.scaling;
+        let up = up.dropout(c.dropout, train);
+        up + residual
+    }
+}
+
+/// The NICE coupling block MAD-X puts on the embedding output of a language adapter.
+#[derive(Debug)]
+pub struct Invertible {
+    f: (nn::Linear, nn::Linear),
+    g: (nn::Linear, nn::Linear),
+    act: Activation,
+    split: i64,
+}
+
+impl Invertible {
+    pub fn new(path: &nn::Path, hidden: i64, reduction_factor: f64, act: Activation) -> Self {
+        let split = hidden / 2;
+        let rest = hidden - split;
+        // Each subnet's bottleneck is its input width divided by the reduction factor.
+        let f_mid = (rest as f64 / reduction_factor) as i64;
+        let g_mid = (split as f64 / reduction_factor) as i64;
+        let init = bert_init();
+        let f = (nn::linear(path / "F" / "0", rest, f_mid, init), nn::linear(path / "F" / "2", f_mid, split, init));
+        let g = (nn::linear(path / "G" / "0", split, g_mid, init), nn::linear(path / "G" / "2", g_mid, rest, init));
+        Self { f, g, act, split }
+    }
+
+    pub fn forward(&self, x: &Tensor) -> Tensor {
+        let hidden = x.size()[x.dim() - 1];
+        let x1 = x.narrow(-1, 0, self.split);
+        let x2 = x.narrow(-1, self.split, hidden - self.split);
+        let y1 = &x1 + self.f.1.forward(&activate(&self.f.0.forward(&x2), self.act));
+        let y2 = &x2 + self.g.1.forward(&activate(&self.g.0.forward(&y1), self.act));
+        Tensor::cat(&[y1, y2], -1)
+    }
+}

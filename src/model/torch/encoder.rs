@@ -1,0 +1,169 @@
+//! The BERT / XLM-R encoder with Hugging Face numerics (erf GELU, LayerNorm eps from the
+//! config, additive attention mask, RoBERTa position ids) and MAD-X adapters after the FFN.
+use tch::nn::{self, Module};
+use tch::{Kind, Tensor};
+
+use super::adapter::{Bottleneck, Invertible};
+use crate::model::config::{Arch, HiddenAct, ModelConfig};
+
+#[derive(Debug)]
+pub struct Embeddings {
+    word: nn::Embedding,
+    position: nn::Embedding,
+    token_type: nn::Embedding,
+    layer_norm: nn::LayerNorm,
+    arch: Arch,
+    pad: i64,
+    dropout: f64,
+}
+
+impl Embeddings {
+    pub fn new(path: &nn::Path, c: &ModelConfig) -> Self {
+        let h = c.hidden_size as i64;
+        let emb = nn::EmbeddingConfig::default();
+        Self {
+            word: nn::embedding(path / "word_embeddings", c.vocab_size as i64, h, emb),
+            position: nn::embedding(path / "position_embeddings", c.max_position_embeddings as i64, h, emb),
+            token_type: nn::embedding(path / "token_type_embeddings", c.type_vocab_size as i64, h, emb),
+            layer_norm: layer_norm(path / "LayerNorm", c),
+            arch: c.arch,
+            pad: c.pad_token_id,
+            dropout: c.hidden_dropout_prob,
+        }
+    }
+
+    pub fn forward(&self, ids: &Tensor, token_types: Option<&Tensor>, train: bool) -> Tensor {
+        let positions = if self.arch.offsets_positions() {
+            // RoBERTa numbers real tokens from pad + 1 and gives pads the pad position.
+            let real = ids.ne(self.pad).to_kind(Kind::Int64);
+            real.cumsum(1, Kind::Int64) * &real + self.pad
+        } else {
+            let seq = ids.size()[1];
+            Tensor::arange(seq, (Kind::Int64, ids.device())).unsqueeze(0).expand_as(ids)
+        };
+        let types = match token_types {
+            Some(t) => t.shallow_clone(),
+            None => ids.zeros_like(),
+        };
+        let x = self.word.forward(ids) + self.position.forward(&positions) + self.token_type.forward(&types);
+        self.layer_norm.forward(&x).dropout(self.dropout, train)
+    }
+}
+
+#[derive(Debug)]
+struct SelfAttention {
+    query: nn::Linear,
+    key: nn::Linear,
+    value: nn::Linear,
+    heads: i64,
+    head_dim: i64,
+    dropout: f64,
+}
+
+impl SelfAttention {
+    fn forward(&self, x: &Tensor, mask: &Tensor, train: bool) -> Tensor {
+        let (b, s, _) = x.size3().expect("hidden states are [batch, seq, hidden]");
+        let split = |t: Tensor| t.view([b, s, self.heads, self.head_dim]).transpose(1, 2);
+        let q = split(self.query.forward(x));
+        let k = split(self.key.forward(x));
+        let v = split(self.value.forward(x));
+        let scores = q.matmul(&k.transpose(-1, -2)) / (self.head_dim as f64).sqrt() + mask;
+        let probs = scores.softmax(-1, Kind::Float).dropout(self.dropout, train);
+        probs.matmul(&v).transpose(1, 2).contiguous().view([b, s, self.heads * self.head_dim])
+    }
+}
+
+/// One transformer layer; `adapters` is the stack at its output, bottom first.
+#[derive(Debug)]
+pub struct Layer {
+    attention: SelfAttention,
+    attention_dense: nn::Linear,
+    attention_ln: nn::LayerNorm,
+    intermediate: nn::Linear,
+    output_dense: nn::Linear,
+    output_ln: nn::LayerNorm,
+    act: HiddenAct,
+    dropout: f64,
+    pub adapters: Vec<(String, Bottleneck)>,
+    /// `original_ln_after` of the last adapter of the stack.
+    ln_after: bool,
+}
+
+impl Layer {
+    pub fn new(path: &nn::Path, c: &ModelConfig, adapters: Vec<(String, Bottleneck)>, ln_after: bool) -> Self {
+        let h = c.hidden_size as i64;
+        let lin = nn::LinearConfig::default();
+        let att = path / "attention";
+        let attention = SelfAttention {
+            query: nn::linear(&att / "self" / "query", h, h, lin),
+            key: nn::linear(&att / "self" / "key", h, h, lin),
+            value: nn::linear(&att / "self" / "value", h, h, lin),
+            heads: c.num_attention_heads as i64,
+            head_dim: c.head_dim() as i64,
+            dropout: c.attention_probs_dropout_prob,
+        };
+        Self {
+            attention,
+            attention_dense: nn::linear(&att / "output" / "dense", h, h, lin),
+            attention_ln: layer_norm(&att / "output" / "LayerNorm", c),
+            intermediate: nn::linear(path / "intermediate" / "dense", h, c.intermediate_size as i64, lin),
+            output_dense: nn::linear(path / "output" / "dense", c.intermediate_size as i64, h, lin),
+            output_ln: layer_norm(path / "output" / "LayerNorm", c),
+            act: c.hidden_act,
+            dropout: c.hidden_dropout_prob,
+            adapters,
+            ln_after,
+        }
+    }
+
+    pub fn forward(&self, x: &Tensor, mask: &Tensor, train: bool) -> Tensor {
+        let context = self.attention.forward(x, mask, train);
+        let attn = self
+            .attention_ln
+            .forward(&(self.attention_dense.forward(&context).dropout(self.dropout, train) + x));
+        let inter = self.intermediate.forward(&attn);
+        let inter = match self.act {
+            HiddenAct::Gelu => inter.gelu("none"),
+            HiddenAct::Relu => inter.relu(),
+        };
+        let mut h = self.output_dense.forward(&inter).dropout(self.dropout, train);
+        for (_, adapter) in &self.adapters {
+            h = adapter.forward(&h, &attn, &self.output_ln, train);
+        }
+        if self.adapters.is_empty() || self.ln_after {
+            self.output_ln.forward(&(h + attn))
+        } else {
+            h + attn
+        }
+    }
+}
+
+/// Embeddings, the optional invertible adapter, and the layers.
+#[derive(Debug)]
+pub struct Encoder {
+    pub embeddings: Embeddings,
+    pub invertible: Option<Invertible>,
+    pub layers: Vec<Layer>,
+}
+
+impl Encoder {
+    /// `ids` and `mask` are [batch, seq]; returns the last hidden states [batch, seq, hidden].
+    pub fn forward(&self, ids: &Tensor, mask: &Tensor, token_types: Option<&Tensor>, train: bool) -> Tensor {
+        let mut x = self.embeddings.forward(ids, token_types, train);
+        if let Some(inv) = &self.invertible {
+            x = inv.forward(&x);
+        }
+        // Hugging Face's additive mask: 0 where attended, the dtype's minimum where masked.
+        let additive = (mask.to_kind(Kind::Float).ones_like() - mask.to_kind(Kind::Float)) * f32::MIN as f64;
+        let additive = additive.unsqueeze(1).unsqueeze(1);
+        for layer in &self.layers {
+            x = layer.forward(&x, &additive, train);
+        }
+        x
+    }
+}
+
+fn layer_norm(path: nn::Path, c: &ModelConfig) -> nn::LayerNorm {
+    let cfg = nn::LayerNormConfig { eps: c.layer_norm_eps, ..Default::default() };
+    nn::layer_norm(path, vec![c.hidden_size as i64], cfg)
+}

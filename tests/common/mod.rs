@@ -1,0 +1,97 @@
+//! Helpers shared by the integration tests: the reference fixtures' `case.json`.
+#![allow(dead_code)] // each test binary uses a different subset
+
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+use toolkit::model::ModelFiles;
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn parity_cases() -> Vec<PathBuf> {
+    let mut cases: Vec<PathBuf> = std::fs::read_dir(repo().join("tests/fixtures/parity"))
+        .expect("tests/fixtures/parity exists")
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.join("case.json").exists())
+        .collect();
+    cases.sort();
+    assert!(!cases.is_empty(), "no parity fixtures");
+    cases
+}
+
+/// A reference case: which files, which inputs, which outputs.
+pub struct Case {
+    pub dir: PathBuf,
+    pub json: Value,
+}
+
+impl Case {
+    pub fn load(dir: &Path) -> Self {
+        let text = std::fs::read_to_string(dir.join("case.json")).unwrap();
+        Self { dir: dir.to_path_buf(), json: serde_json::from_str(&text).unwrap() }
+    }
+
+    pub fn name(&self) -> String {
+        self.dir.file_name().unwrap().to_string_lossy().into_owned()
+    }
+
+    pub fn files(&self) -> ModelFiles {
+        let path = |key: &str| self.json[key].as_str().map(|p| self.dir.join(p));
+        ModelFiles {
+            model_dir: path("model_dir").unwrap(),
+            lang_adapter: path("lang_adapter"),
+            task_adapter: path("task_adapter"),
+        }
+    }
+
+    /// An input as (flat data, shape).
+    pub fn input(&self, name: &str) -> Option<(Vec<i64>, Vec<usize>)> {
+        let v = self.json["inputs"].get(name)?;
+        let (data, shape) = flatten(v);
+        Some((data.into_iter().map(|x| x as i64).collect(), shape))
+    }
+
+    /// The reference outputs: (name, flat data, shape).
+    pub fn outputs(&self) -> Vec<(String, Vec<f64>, Vec<usize>)> {
+        let map = self.json["outputs"].as_object().unwrap();
+        map.iter()
+            .map(|(k, v)| {
+                let (d, s) = flatten(v);
+                (k.clone(), d, s)
+            })
+            .collect()
+    }
+
+    pub fn tensor(&self, key: &str) -> Option<(Vec<f64>, Vec<usize>)> {
+        self.json.get(key).filter(|v| !v.is_null()).map(flatten)
+    }
+}
+
+/// Nested JSON arrays of numbers to (row-major data, shape).
+pub fn flatten(v: &Value) -> (Vec<f64>, Vec<usize>) {
+    let mut shape = Vec::new();
+    let mut cur = v;
+    while let Value::Array(items) = cur {
+        shape.push(items.len());
+        match items.first() {
+            Some(first) => cur = first,
+            None => break,
+        }
+    }
+    let mut data = Vec::new();
+    fn walk(v: &Value, out: &mut Vec<f64>) {
+        match v {
+            Value::Array(items) => items.iter().for_each(|i| walk(i, out)),
+            other => out.push(other.as_f64().expect("number")),
+        }
+    }
+    walk(v, &mut data);
+    (data, shape)
+}
+
+pub fn max_abs_diff(a: &[f64], b: &[f64]) -> f64 {
+    assert_eq!(a.len(), b.len(), "lengths differ");
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f64::max)
+}
