@@ -3,6 +3,13 @@
 //! The modules follow the data: `data` (readers) -> `features` (tokenised inputs) -> `model`
 //! (MAD-X encoder) -> `train` (scheduled unfreezing) -> `export` (ONNX) -> `eval` (ort) ->
 //! `report` (tables and plots).
+pub mod data;
+pub mod device;
+#[cfg(feature = "eval")]
+pub mod eval;
 pub mod features;
 pub mod fsx;
+pub mod import;
 pub mod model;
+#[cfg(feature = "train")]
+pub mod predict;

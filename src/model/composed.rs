@@ -135,9 +135,8 @@ fn read_adapter(dir: &Path, config: &ModelConfig, weights: &mut Weights) -> Resu
     if let Some(h) = hidden_size {
         if h != config.hidden_size {
             bail!(
-                "{}: adapter `{name}` was trained for hidden size {h}, but the model {} has hidden size {}",
+                "{}: adapter `{name}` was trained for hidden size {h}, but the model has hidden size {}",
                 dir.join("adapter_config.json").display(),
-                config.hidden_size,
                 config.hidden_size
             );
         }
