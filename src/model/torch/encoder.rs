@@ -3,7 +3,8 @@
 use tch::nn::{self, Module};
 use tch::{Kind, Tensor};
 
-use super::adapter::{Bottleneck, Invertible};
+use super::adapter::{Bottleneck, Invertible, Tap};
+use super::dropout::dropout;
 use crate::model::config::{Arch, HiddenAct, ModelConfig};
 
 #[derive(Debug)]
@@ -46,7 +47,7 @@ impl Embeddings {
             None => ids.zeros_like(),
         };
         let x = self.word.forward(ids) + self.position.forward(&positions) + self.token_type.forward(&types);
-        self.layer_norm.forward(&x).dropout(self.dropout, train)
+        dropout(&self.layer_norm.forward(&x), self.dropout, train)
     }
 }
 
@@ -68,7 +69,7 @@ impl SelfAttention {
         let k = split(self.key.forward(x));
         let v = split(self.value.forward(x));
         let scores = q.matmul(&k.transpose(-1, -2)) / (self.head_dim as f64).sqrt() + mask;
-        let probs = scores.softmax(-1, Kind::Float).dropout(self.dropout, train);
+        let probs = dropout(&scores.softmax(-1, Kind::Float), self.dropout, train);
         probs.matmul(&v).transpose(1, 2).contiguous().view([b, s, self.heads * self.head_dim])
     }
 }
@@ -116,19 +117,24 @@ impl Layer {
         }
     }
 
-    pub fn forward(&self, x: &Tensor, mask: &Tensor, train: bool) -> Tensor {
+    /// `tap` names the adapter whose activations to record into the given slot.
+    pub fn forward(&self, x: &Tensor, mask: &Tensor, train: bool, mut tap: Option<(&str, &mut Option<Tap>)>) -> Tensor {
         let context = self.attention.forward(x, mask, train);
         let attn = self
             .attention_ln
-            .forward(&(self.attention_dense.forward(&context).dropout(self.dropout, train) + x));
+            .forward(&(dropout(&self.attention_dense.forward(&context), self.dropout, train) + x));
         let inter = self.intermediate.forward(&attn);
         let inter = match self.act {
             HiddenAct::Gelu => inter.gelu("none"),
             HiddenAct::Relu => inter.relu(),
         };
-        let mut h = self.output_dense.forward(&inter).dropout(self.dropout, train);
-        for (_, adapter) in &self.adapters {
-            h = adapter.forward(&h, &attn, &self.output_ln, train);
+        let mut h = dropout(&self.output_dense.forward(&inter), self.dropout, train);
+        for (name, adapter) in &self.adapters {
+            let slot = match &mut tap {
+                Some((wanted, slot)) if *wanted == name => Some(&mut **slot),
+                _ => None,
+            };
+            h = adapter.forward(&h, &attn, &self.output_ln, train, slot);
         }
         if self.adapters.is_empty() || self.ln_after {
             self.output_ln.forward(&(h + attn))
@@ -148,7 +154,16 @@ pub struct Encoder {
 
 impl Encoder {
     /// `ids` and `mask` are [batch, seq]; returns the last hidden states [batch, seq, hidden].
-    pub fn forward(&self, ids: &Tensor, mask: &Tensor, token_types: Option<&Tensor>, train: bool) -> Tensor {
+    /// With `taps`, records the activations of the adapter named `taps.0` in every layer
+    /// (`None` where the layer has none).
+    pub fn forward(
+        &self,
+        ids: &Tensor,
+        mask: &Tensor,
+        token_types: Option<&Tensor>,
+        train: bool,
+        mut taps: Option<(&str, &mut Vec<Option<Tap>>)>,
+    ) -> Tensor {
         let mut x = self.embeddings.forward(ids, token_types, train);
         if let Some(inv) = &self.invertible {
             x = inv.forward(&x);
@@ -156,8 +171,13 @@ impl Encoder {
         // Hugging Face's additive mask: 0 where attended, the dtype's minimum where masked.
         let additive = (mask.to_kind(Kind::Float).ones_like() - mask.to_kind(Kind::Float)) * f32::MIN as f64;
         let additive = additive.unsqueeze(1).unsqueeze(1);
-        for layer in &self.layers {
-            x = layer.forward(&x, &additive, train);
+        if let Some((_, slots)) = &mut taps {
+            slots.clear();
+            slots.resize_with(self.layers.len(), || None);
+        }
+        for (i, layer) in self.layers.iter().enumerate() {
+            let tap = taps.as_mut().map(|(name, slots)| (*name, &mut slots[i]));
+            x = layer.forward(&x, &additive, train, tap);
         }
         x
     }

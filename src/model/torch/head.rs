@@ -2,6 +2,8 @@
 use tch::nn::{self, Module};
 use tch::Tensor;
 
+use super::dropout::dropout;
+
 use super::adapter::activate;
 use crate::model::head::{Head, HeadInput};
 
@@ -38,7 +40,7 @@ impl HeadModule {
                     x = activate(&x, act);
                 }
             }
-            x = layer.forward(&x.dropout(self.spec.dropout, train));
+            x = layer.forward(&dropout(&x, self.spec.dropout, train));
         }
         x
     }

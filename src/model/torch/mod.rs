@@ -2,6 +2,7 @@
 //! created under the checkpoints' canonical names, so loading is a name-by-name copy and
 //! freezing works by path.
 mod adapter;
+pub mod dropout;
 mod encoder;
 mod head;
 
@@ -14,6 +15,7 @@ use tch::{Device, Tensor};
 use crate::model::composed::{AdapterSpec, ComposedModel};
 use crate::model::head::HeadType;
 use crate::model::weights::Weights;
+pub use adapter::Tap;
 pub use encoder::Encoder;
 pub use head::HeadModule;
 
@@ -59,7 +61,7 @@ impl MadxModel {
     /// Builds the model's variables and fills every one from the loaded checkpoints.
     pub fn load(composed: &ComposedModel, device: Device) -> Result<Self> {
         let model = Self::build(composed, device, &composed.weights)?;
-        model.copy_weights(&composed.weights)?;
+        model.copy_weights(&composed.weights, &[])?;
         Ok(model)
     }
 
@@ -122,10 +124,15 @@ impl MadxModel {
 
     /// Copies each variable from `weights`, checking shapes; a checkpoint tensor that belongs
     /// to an adapter or head but has no variable is an error (e.g. a layer index too large).
-    pub fn copy_weights(&self, weights: &Weights) -> Result<()> {
+    /// Variables under one of the `fresh` prefixes (a new task adapter and head) keep their
+    /// initialisation.
+    pub fn copy_weights(&self, weights: &Weights, fresh: &[String]) -> Result<()> {
         let mut used = BTreeSet::new();
         tch::no_grad(|| -> Result<()> {
             for (name, mut var) in self.vs.variables() {
+                if fresh.iter().any(|p| name.starts_with(p.as_str())) && !weights.contains(&name) {
+                    continue;
+                }
                 let shape: Vec<usize> = var.size().iter().map(|&d| d as usize).collect();
                 let tensor = weights.get(&name, &shape)?;
                 let src = Tensor::from_slice(&tensor.data).reshape(var.size()).to_device(var.device());
@@ -155,13 +162,24 @@ impl MadxModel {
     }
 
     pub fn forward(&self, inputs: &Inputs, train: bool) -> Result<Logits> {
+        self.forward_tapped(inputs, train, None)
+    }
+
+    /// `forward`, recording the task adapter's activations in every layer into `taps`.
+    pub fn forward_tapped(&self, inputs: &Inputs, train: bool, taps: Option<&mut Vec<Option<Tap>>>) -> Result<Logits> {
         let head = self.head.as_ref().context("the model has no head")?;
         let shape = inputs.input_ids.size();
         let flat = |t: &Tensor| t.reshape([-1, *shape.last().expect("non-empty shape")]);
         let ids = flat(&inputs.input_ids);
         let mask = flat(&inputs.attention_mask);
         let types = inputs.token_type_ids.as_ref().map(flat);
-        let hidden = self.encoder.forward(&ids, &mask, types.as_ref(), train);
+        let task = self.task.as_ref().map(|t| t.name.as_str());
+        let taps = match (task, taps) {
+            (Some(name), Some(slots)) => Some((name, slots)),
+            (None, Some(_)) => bail!("the model has no task adapter to record"),
+            _ => None,
+        };
+        let hidden = self.encoder.forward(&ids, &mask, types.as_ref(), train, taps);
         let pooled = self.pooler.as_ref().map(|p| p.forward(&hidden.select(1, 0)).tanh());
         let out = head.forward(&hidden, pooled.as_ref(), train);
         Ok(match head.spec.head_type {
@@ -179,13 +197,20 @@ impl MadxModel {
         let shape = inputs.input_ids.size();
         let flat = |t: &Tensor| t.reshape([-1, *shape.last().expect("non-empty shape")]);
         let types = inputs.token_type_ids.as_ref().map(flat);
-        self.encoder.forward(&flat(&inputs.input_ids), &flat(&inputs.attention_mask), types.as_ref(), false)
+        self.encoder.forward(&flat(&inputs.input_ids), &flat(&inputs.attention_mask), types.as_ref(), false, None)
     }
 
     /// Variables of the task adapter in `layer`.
     pub fn task_adapter_vars(&self, layer: usize) -> Vec<(String, Tensor)> {
         let Some(task) = &self.task else { return Vec::new() };
         let prefix = format!("{}.", task.layer_prefix(layer));
+        self.vs.variables().into_iter().filter(|(n, _)| n.starts_with(&prefix)).collect()
+    }
+
+    /// Variables of the task adapter's own invertible adapter, if it has one.
+    pub fn task_invertible_vars(&self) -> Vec<(String, Tensor)> {
+        let Some(task) = &self.task else { return Vec::new() };
+        let prefix = format!("{}.", task.invertible_prefix());
         self.vs.variables().into_iter().filter(|(n, _)| n.starts_with(&prefix)).collect()
     }
 

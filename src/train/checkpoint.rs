@@ -1,0 +1,131 @@
+//! Checkpoints: the task adapter and its head in AdapterHub layout (loadable by the `adapters`
+//! library and by `toolkit export`), plus, for resuming, the optimizer and trainer state.
+//! Every checkpoint directory is built aside and renamed into place.
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use super::optimizer::{to_stored, AdamW};
+use crate::fsx;
+use crate::model::adapter_config::SavedAdapterConfig;
+use crate::model::torch::MadxModel;
+use crate::model::weights::{write_safetensors, Tensor as Stored, Weights};
+use crate::model::{HeadType, ModelConfig};
+
+/// Where the trainer stands after an update: everything a resumed run needs besides weights
+/// and optimizer moments.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TrainerState {
+    /// Updates done.
+    pub step: usize,
+    /// Task-adapter layers trainable now, in the order they were unfrozen.
+    pub trainable: Vec<usize>,
+    /// The step at which each of `trainable` was unfrozen.
+    pub unfreeze_steps: Vec<usize>,
+    pub best_score: Option<f64>,
+    pub best_step: Option<usize>,
+    /// Per-parameter AdamW step counts.
+    pub optimizer_steps: BTreeMap<String, i64>,
+}
+
+/// `head_config.json` as the `adapters` library writes it for a flex head.
+pub fn head_config_json(name: &str, head_type: HeadType, labels: &[String], layers: usize, config: &ModelConfig) -> Value {
+    let mut head = match head_type {
+        HeadType::Classification => json!({"head_type": "classification", "num_labels": labels.len().max(2), "use_pooler": false, "bias": true}),
+        HeadType::MultipleChoice => json!({"head_type": "multiple_choice", "num_choices": 2, "use_pooler": false}),
+        HeadType::QuestionAnswering => json!({"head_type": "question_answering", "num_labels": 2}),
+    };
+    let obj = head.as_object_mut().expect("object");
+    obj.insert("layers".into(), layers.into());
+    obj.insert("activation_function".into(), "tanh".into());
+    if !labels.is_empty() {
+        let label2id: serde_json::Map<String, Value> = labels.iter().enumerate().map(|(i, l)| (l.clone(), i.into())).collect();
+        obj.insert("label2id".into(), Value::Object(label2id));
+    }
+    json!({
+        "config": head,
+        "hidden_size": config.hidden_size,
+        "model_class": model_class(config),
+        "model_name": Value::Null,
+        "model_type": arch_name(config),
+        "name": name,
+        "version": "adapters.1.3.0",
+    })
+}
+
+fn arch_name(config: &ModelConfig) -> &'static str {
+    match config.arch {
+        crate::model::Arch::Bert => "bert",
+        crate::model::Arch::XlmRoberta => "xlm-roberta",
+    }
+}
+
+fn model_class(config: &ModelConfig) -> &'static str {
+    match config.arch {
+        crate::model::Arch::Bert => "BertAdapterModel",
+        crate::model::Arch::XlmRoberta => "XLMRobertaAdapterModel",
+    }
+}
+
+/// Writes `dir` = the task adapter + head of `model` (AdapterHub layout), and with `state`
+/// the optimizer and trainer state too.
+pub fn save(
+    dir: &Path,
+    model: &MadxModel,
+    config: &ModelConfig,
+    head_json: &Value,
+    state: Option<(&AdamW, &TrainerState)>,
+) -> Result<()> {
+    let task = model.task.as_ref().context("no task adapter to save")?;
+    let staging = fsx::temp_path(dir);
+    if staging.exists() {
+        std::fs::remove_dir_all(&staging).with_context(|| format!("removing {}", staging.display()))?;
+    }
+    std::fs::create_dir_all(&staging).with_context(|| format!("creating {}", staging.display()))?;
+    let prefix = config.arch.prefix();
+    let saved = SavedAdapterConfig {
+        config: task.config.clone(),
+        name: task.name.clone(),
+        hidden_size: Some(config.hidden_size),
+        model_type: Some(arch_name(config).to_string()),
+    };
+    write_json(&staging.join("adapter_config.json"), &saved.to_json())?;
+    let adapter: Vec<(String, Stored)> = (0..model.num_layers)
+        .flat_map(|l| model.task_adapter_vars(l))
+        .chain(model.task_invertible_vars())
+        .map(|(n, t)| (format!("{prefix}{n}"), to_stored(&t)))
+        .collect();
+    write_tensors(&staging.join("adapter.safetensors"), &adapter)?;
+    write_json(&staging.join("head_config.json"), head_json)?;
+    let head: Vec<(String, Stored)> = model.head_vars().into_iter().map(|(n, t)| (n, to_stored(&t))).collect();
+    write_tensors(&staging.join("model_head.safetensors"), &head)?;
+    if let Some((optimizer, trainer)) = state {
+        let (moments, steps) = optimizer.state_tensors();
+        write_tensors(&staging.join("optimizer.safetensors"), &moments)?;
+        let trainer = TrainerState { optimizer_steps: steps, ..trainer.clone() };
+        write_json(&staging.join("trainer_state.json"), &serde_json::to_value(&trainer)?)?;
+    }
+    fsx::replace_dir(&staging, dir)
+}
+
+/// The trainer state and optimizer moments of a resumable checkpoint.
+pub fn load_state(dir: &Path) -> Result<(TrainerState, Weights)> {
+    let path = dir.join("trainer_state.json");
+    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let state: TrainerState = serde_json::from_str(&text).with_context(|| format!("{}: corrupt trainer state", path.display()))?;
+    let moments = Weights::read_safetensors(&dir.join("optimizer.safetensors"), |n| Some(n.to_string()))?;
+    Ok((state, moments))
+}
+
+fn write_json(path: &Path, value: &Value) -> Result<()> {
+    let text = serde_json::to_string_pretty(value)?;
+    fsx::write_atomic(path, text.as_bytes())
+}
+
+fn write_tensors(path: &Path, tensors: &[(String, Stored)]) -> Result<()> {
+    let refs: Vec<(String, &Stored)> = tensors.iter().map(|(n, t)| (n.clone(), t)).collect();
+    write_safetensors(path, &refs, None)
+}

@@ -1,0 +1,118 @@
+//! The trace of the Fisher information of each task adapter,
+//! tr(F_l) = E_x E_{y ~ p(y|x)} ||grad_{theta_l} log p(y|x)||^2,
+//! measured with dropout off and without touching parameter gradients, the optimizer or the
+//! training random streams. FUN unfreezes by it; `--fisher-every` tracks it.
+use anyhow::Result;
+use serde::{Deserialize, Serialize};
+use tch::{Kind, Tensor};
+
+use super::batch::{log_likelihood, model_labels, TrainBatch};
+use crate::model::torch::{MadxModel, Tap};
+
+/// Where y comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum FisherLabels {
+    /// y ~ p(y|x): the true Fisher (Eq. 1 of the paper).
+    Sampled,
+    /// y = argmax p(y|x): what the paper's released code computes.
+    Argmax,
+    /// the gold label: the empirical Fisher.
+    Gold,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum FisherEstimator {
+    /// ||grad of the batch-mean log-likelihood||^2 / batch size (Algorithm 2 of the paper).
+    Batch,
+    /// the mean over examples of ||grad log p(y_i|x_i)||^2: exact, from one backward pass.
+    PerExample,
+}
+
+/// tr(F) of the task adapter in every layer (0 where a layer has none), averaged over
+/// `batches`. `seed` fixes the sampled labels.
+pub fn fisher_traces<'a>(
+    model: &MadxModel,
+    batches: impl IntoIterator<Item = &'a TrainBatch>,
+    labels: FisherLabels,
+    estimator: FisherEstimator,
+    seed: i64,
+) -> Result<Vec<f64>> {
+    let layers = model.num_layers;
+    let mut sums = vec![0f64; layers];
+    let mut count = 0usize;
+    // The task adapters must be in the autograd graph even while frozen for training; only
+    // the requires-grad flags change, and they are put back.
+    let vars: Vec<Tensor> = (0..layers).flat_map(|l| model.task_adapter_vars(l)).map(|(_, t)| t).collect();
+    let flags: Vec<bool> = vars.iter().map(Tensor::requires_grad).collect();
+    for v in &vars {
+        let _ = v.set_requires_grad(true);
+    }
+    tch::manual_seed(seed);
+    let result = (|| -> Result<()> {
+        for batch in batches {
+            let traces = batch_traces(model, batch, labels, estimator)?;
+            for (s, t) in sums.iter_mut().zip(traces) {
+                *s += t;
+            }
+            count += 1;
+        }
+        Ok(())
+    })();
+    for (v, f) in vars.iter().zip(flags) {
+        let _ = v.set_requires_grad(f);
+    }
+    result?;
+    Ok(sums.into_iter().map(|s| s / count.max(1) as f64).collect())
+}
+
+fn batch_traces(model: &MadxModel, batch: &TrainBatch, labels: FisherLabels, estimator: FisherEstimator) -> Result<Vec<f64>> {
+    let mut taps: Vec<Option<Tap>> = Vec::new();
+    let logits = model.forward_tapped(&batch.inputs, false, Some(&mut taps))?;
+    let y = match labels {
+        FisherLabels::Gold => batch.labels.to_device(model.device()),
+        FisherLabels::Sampled => model_labels(&logits, true),
+        FisherLabels::Argmax => model_labels(&logits, false),
+    };
+    // Summing per-example log-likelihoods makes the gradient at each example's activations
+    // that example's own gradient.
+    let total = log_likelihood(&logits, &y).sum(Kind::Float);
+    let present: Vec<(usize, &Tap)> = taps.iter().enumerate().filter_map(|(l, t)| t.as_ref().map(|t| (l, t))).collect();
+    let wrt: Vec<Tensor> = present.iter().flat_map(|(_, t)| [t.u.shallow_clone(), t.y.shallow_clone()]).collect();
+    let grads = Tensor::run_backward(&[total], &wrt, false, false);
+    let n = batch.len() as i64;
+    let mut traces = vec![0f64; model.num_layers];
+    for (k, (layer, tap)) in present.iter().enumerate() {
+        let (du, dy) = (&grads[2 * k], &grads[2 * k + 1]);
+        // Rows of one example (its choices, for multiple choice) belong together.
+        let per_example = |t: &Tensor| t.reshape([n, -1, *t.size().last().expect("3-d activation")]);
+        let (du, dy, z, a) = (per_example(du), per_example(dy), per_example(&tap.z), per_example(&tap.a));
+        let g = [
+            du.transpose(1, 2).bmm(&z),
+            du.sum_dim_intlist(1, false, Kind::Float),
+            dy.transpose(1, 2).bmm(&a),
+            dy.sum_dim_intlist(1, false, Kind::Float),
+        ];
+        traces[*layer] = match estimator {
+            FisherEstimator::PerExample => {
+                g.iter().map(|gi| gi.square().sum(Kind::Double).double_value(&[])).sum::<f64>() / n as f64
+            }
+            FisherEstimator::Batch => {
+                let mean_sq: f64 = g
+                    .iter()
+                    .map(|gi| (gi.sum_dim_intlist(0, false, Kind::Float) / n as f64).square().sum(Kind::Double).double_value(&[]))
+                    .sum();
+                mean_sq / n as f64
+            }
+        };
+    }
+    Ok(traces)
+}
+
+/// The still-frozen layer with the largest trace (ties: the higher layer).
+pub fn largest_frozen(traces: &[f64], trainable: &[usize]) -> Option<usize> {
+    (0..traces.len())
+        .filter(|l| !trainable.contains(l))
+        .max_by(|&a, &b| traces[a].partial_cmp(&traces[b]).unwrap_or(std::cmp::Ordering::Equal).then(a.cmp(&b)))
+}

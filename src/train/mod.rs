@@ -1,0 +1,152 @@
+//! `toolkit train`: task adapters trained with scheduled unfreezing (standard, LPFT, GU,
+//! reverse GU, random, explicit orders, FUN), with Fisher-information tracking.
+pub mod batch;
+pub mod checkpoint;
+pub mod config;
+pub mod data;
+pub mod fisher;
+mod log;
+pub mod optimizer;
+pub mod schedule;
+pub mod trainer;
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use serde::Serialize;
+
+pub use config::{Task, TrainConfig};
+pub use trainer::Trainer;
+
+/// Command-line flags; each one given overrides the same key of `--config`.
+#[derive(Debug, clap::Args, Serialize)]
+#[command(after_help = "Every option can also be set in a TOML file given with --config (keys are the flag names with
+underscores); flags given on the command line win. The run directory gets config.toml (resolved),
+metrics.csv, fisher.csv, fun_selection.csv, validation.csv, schedule.csv, last/ (resumable) and
+best/ (AdapterHub layout: loads in the `adapters` library and in `toolkit export`). Running the
+same command again resumes from last/.
+
+Examples:
+  toolkit train --config scripts/configs/copa-e5.toml --schedule fun --unfreeze-every 50
+  toolkit train --model models/multilingual-e5-small --task copa \\
+      --train-file ../shared/data/copa/train.jsonl --validation-file ../shared/data/copa/val.jsonl \\
+      --schedule gu --unfreeze-every 20 --epochs 10 --out runs/copa-gu")]
+pub struct TrainArgs {
+    /// TOML file with the run's options.
+    #[arg(long)]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+    /// Hide the progress bar.
+    #[arg(long)]
+    #[serde(skip)]
+    pub quiet: bool,
+    /// Model directory (config.json, model.safetensors, tokenizer.json or vocab.txt).
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model: Option<PathBuf>,
+    /// Source-language adapter (AdapterHub directory), stacked under the task adapter, frozen.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lang_adapter: Option<PathBuf>,
+    #[arg(long, value_enum)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub task: Option<Task>,
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub train_file: Option<PathBuf>,
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub validation_file: Option<PathBuf>,
+    /// Run directory.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub out: Option<PathBuf>,
+    /// standard | lpft | gu | gu-rev | rand | fun | order:L1,L2,... (layer 0 = bottom).
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<String>,
+    /// k: steps between unfreezing events.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unfreeze_every: Option<usize>,
+    /// Track tr(F) of every task adapter every N steps (default off; the paper used 100).
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fisher_every: Option<usize>,
+    /// Batches per tr(F) measurement (default 40).
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fisher_batches: Option<usize>,
+    /// sampled (Eq. 1, default) | argmax (the paper's code) | gold (empirical Fisher).
+    #[arg(long, value_enum)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fisher_labels: Option<fisher::FisherLabels>,
+    /// batch (Algorithm 2, default) | per-example (exact).
+    #[arg(long, value_enum)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fisher_estimator: Option<fisher::FisherEstimator>,
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lr: Option<f64>,
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub epochs: Option<usize>,
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_steps: Option<usize>,
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub batch_size: Option<usize>,
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub grad_accumulation: Option<usize>,
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seed: Option<u64>,
+    /// Train on N examples sampled with the seed.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub train_subset: Option<usize>,
+    #[arg(long, value_enum)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub device: Option<crate::device::Device>,
+    /// CPU threads for libtorch.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub threads: Option<usize>,
+    /// Any other option, as KEY=VALUE in TOML syntax (e.g. --set warmup_steps=100).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    #[serde(skip)]
+    pub set: Vec<String>,
+}
+
+impl TrainArgs {
+    pub fn resolve(&self) -> Result<TrainConfig> {
+        let mut overrides = toml::Table::try_from(self)?;
+        for kv in &self.set {
+            let parsed: toml::Table = toml::from_str(kv)
+                .or_else(|_| {
+                    // Unquoted strings are the common case on a command line.
+                    let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+                    toml::from_str(&format!("{} = {:?}", k.trim(), v.trim()))
+                })
+                .map_err(|e| anyhow::anyhow!("--set {kv}: {e}"))?;
+            overrides.extend(parsed);
+        }
+        TrainConfig::resolve(self.config.as_deref(), overrides)
+    }
+}
+
+pub fn run(args: &TrainArgs) -> Result<()> {
+    let config = args.resolve()?;
+    let summary = Trainer::new(config, args.quiet)?.run()?;
+    match (summary.best_score, summary.best_step) {
+        (Some(score), Some(step)) => println!(
+            "trained {} steps; best validation score {score:.4} at step {step}; best/ and last/ in {}",
+            summary.steps,
+            summary.dir.display()
+        ),
+        _ => println!("trained {} steps; checkpoints in {}", summary.steps, summary.dir.display()),
+    }
+    Ok(())
+}

@@ -1,0 +1,447 @@
+//! Algorithm 1: sample a batch, maybe unfreeze a task adapter (SELECT), forward, update the
+//! trainable set. The base model and the language adapter stay frozen; the head always trains.
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::Value;
+use tch::Kind;
+
+use super::batch::{self, TrainBatch};
+use super::checkpoint::{self, TrainerState};
+use super::config::{LrSchedule, Task, TrainConfig};
+use super::data::{derive_seed, label_names, permutation, Examples};
+use super::fisher::{fisher_traces, largest_frozen};
+use super::log::CsvLog;
+use super::optimizer::{clip_grad_norm, AdamW, AdamWConfig};
+use super::schedule::{pick_random, Event};
+use crate::features::{pad_id, tokenizer};
+use crate::model::adapter_config::AdapterConfig;
+use crate::model::composed::{AdapterSpec, ComposedModel, ModelFiles};
+use crate::model::head::{Head, HeadType};
+use crate::model::torch::{dropout, Logits, MadxModel};
+use crate::model::ModelConfig;
+
+/// Purposes of derived random streams.
+const STREAM_ORDER: u64 = 1;
+const STREAM_DROPOUT: u64 = 2;
+const STREAM_FISHER: u64 = 3;
+const STREAM_RANDOM_SCHEDULE: u64 = 4;
+const STREAM_INIT: u64 = 5;
+
+pub struct Trainer {
+    config: TrainConfig,
+    model: MadxModel,
+    model_config: ModelConfig,
+    head_json: Value,
+    train: Examples,
+    validation: Option<Examples>,
+    pad_id: i64,
+    optimizer: AdamW,
+    state: TrainerState,
+    micro_per_epoch: usize,
+    total_steps: usize,
+    quiet: bool,
+}
+
+/// Files of a run directory.
+pub struct RunDir(pub PathBuf);
+
+impl RunDir {
+    pub fn last(&self) -> PathBuf {
+        self.0.join("last")
+    }
+    pub fn best(&self) -> PathBuf {
+        self.0.join("best")
+    }
+    pub fn file(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Trainer {
+    /// Sets up a run in `config.out`, resuming from its last checkpoint when there is one.
+    pub fn new(config: TrainConfig, quiet: bool) -> Result<Self> {
+        if let Some(n) = config.threads {
+            tch::set_num_threads(n as i32);
+        }
+        let device = crate::device::torch_device(config.device)?;
+        let run = RunDir(config.out.clone());
+        std::fs::create_dir_all(&run.0).with_context(|| format!("creating {}", run.0.display()))?;
+        let resume = run.last().join("trainer_state.json").exists();
+        check_config(&run, &config, resume)?;
+
+        let tok = tokenizer::load(&config.model)?;
+        let pad = pad_id(&tok)?;
+        let train = Examples::read(&config.train_file, &config, &tok, config.train_subset)?;
+        let validation = match &config.validation_file {
+            Some(p) => Some(Examples::read(p, &config, &tok, None)?),
+            None => None,
+        };
+        report_skipped(&run, &config, &train, validation.as_ref())?;
+
+        let files = ModelFiles {
+            model_dir: config.model.clone(),
+            lang_adapter: config.lang_adapter.clone(),
+            task_adapter: resume.then(|| run.last()),
+        };
+        let mut composed = ComposedModel::load(&files)?;
+        let model_config = composed.config.clone();
+        let head_type = match config.task {
+            Task::Nli => HeadType::Classification,
+            Task::Qa => HeadType::QuestionAnswering,
+            Task::Copa => HeadType::MultipleChoice,
+        };
+        let name = config.adapter_name();
+        let head_json = checkpoint::head_config_json(&name, head_type, &label_names(config.task), config.head_layers, &model_config);
+        tch::manual_seed(derive_seed(config.seed, STREAM_INIT, 0) as i64);
+        let model = if resume {
+            MadxModel::load(&composed, device)?
+        } else {
+            let adapter_config = AdapterConfig {
+                reduction_factor: config.reduction_factor,
+                dropout: config.adapter_dropout,
+                ..AdapterConfig::seq_bn()
+            };
+            let spec = AdapterSpec { name: name.clone(), config: adapter_config, dir: run.last() };
+            let head = Head::flex_from_json(&head_json, &model_config)?;
+            let fresh: Vec<String> = (0..model_config.num_hidden_layers)
+                .map(|l| spec.layer_prefix(l))
+                .chain(head.layers.iter().map(|l| l.prefix.clone()))
+                .collect();
+            composed.task = Some(spec);
+            composed.head = Some(head);
+            let model = MadxModel::build(&composed, device, &composed.weights)?;
+            model.copy_weights(&composed.weights, &fresh)?;
+            model
+        };
+        let layers = model.num_layers;
+        config.schedule.validate(layers)?;
+
+        let mut optimizer = AdamW::new(AdamWConfig { weight_decay: config.weight_decay, ..Default::default() });
+        let state = if resume {
+            let (state, moments) = checkpoint::load_state(&run.last())?;
+            optimizer.restore(&moments, &state.optimizer_steps, device)?;
+            state
+        } else {
+            let initial = config.schedule.initial(layers);
+            TrainerState {
+                step: 0,
+                unfreeze_steps: vec![0; initial.len()],
+                trainable: initial,
+                best_score: None,
+                best_step: None,
+                optimizer_steps: Default::default(),
+            }
+        };
+        let micro_per_epoch = train.len().div_ceil(config.batch_size);
+        let total_steps = config.max_steps.unwrap_or_else(|| (config.epochs * micro_per_epoch).div_ceil(config.grad_accumulation));
+        if resume {
+            println!("resuming {} from step {} of {}", run.0.display(), state.step, total_steps);
+        }
+        Ok(Self {
+            config,
+            model,
+            model_config,
+            head_json,
+            train,
+            validation,
+            pad_id: pad,
+            optimizer,
+            state,
+            micro_per_epoch,
+            total_steps,
+            quiet,
+        })
+    }
+
+    pub fn run(mut self) -> Result<RunSummary> {
+        let run = RunDir(self.config.out.clone());
+        let resume_step = (self.state.step > 0).then_some(self.state.step);
+        let mut metrics = CsvLog::open(&run.file("metrics.csv"), &["step", "epoch", "loss", "lr", "trainable_adapters", "grad_norm"], resume_step)?;
+        let mut fisher = CsvLog::open(&run.file("fisher.csv"), &["step", "layer", "trainable", "trace"], resume_step)?;
+        let mut fisher_avg = CsvLog::open(&run.file("fisher_avg.csv"), &["step", "trainable_adapters", "avg_trace_trainable"], resume_step)?;
+        let mut fun = CsvLog::open(&run.file("fun_selection.csv"), &["step", "layer", "trace", "chosen"], resume_step)?;
+        let mut validation = CsvLog::open(&run.file("validation.csv"), &["step", "metric", "value"], resume_step)?;
+        let layers = self.model.num_layers;
+        let steps_per_epoch = self.micro_per_epoch.div_ceil(self.config.grad_accumulation).max(1);
+        let eval_every = if self.config.eval_every > 0 { self.config.eval_every } else { steps_per_epoch };
+        let save_every = if self.config.save_every > 0 { self.config.save_every } else { steps_per_epoch };
+
+        let bar = self.progress_bar();
+        let mut order_epoch = usize::MAX;
+        let mut order = Vec::new();
+        while self.state.step < self.total_steps {
+            let step = self.state.step;
+            // SELECT: the schedule's event for this step.
+            self.apply_event(step, &mut fun)?;
+            self.set_trainable();
+            if self.config.fisher_every > 0 && step % self.config.fisher_every == 0 {
+                self.track_fisher(step, &mut fisher, &mut fisher_avg)?;
+            }
+
+            dropout::reseed(derive_seed(self.config.seed, STREAM_DROPOUT, step as u64));
+            tch::manual_seed(derive_seed(self.config.seed, STREAM_DROPOUT, step as u64) as i64);
+            let params = self.trainable_params();
+            for (_, p) in &params {
+                p.shallow_clone().zero_grad();
+            }
+            let mut loss_sum = 0.0;
+            let mut epoch = 0;
+            for a in 0..self.config.grad_accumulation {
+                let micro = step * self.config.grad_accumulation + a;
+                epoch = micro / self.micro_per_epoch;
+                if epoch != order_epoch {
+                    order = permutation(self.train.len(), derive_seed(self.config.seed, STREAM_ORDER, epoch as u64));
+                    order_epoch = epoch;
+                }
+                let pos = (micro % self.micro_per_epoch) * self.config.batch_size;
+                let indices = &order[pos..(pos + self.config.batch_size).min(order.len())];
+                let batch = self.train.batch(indices, self.pad_id, self.model.device());
+                let logits = self.model.forward(&batch.inputs, true)?;
+                let loss = batch::loss(&logits, &batch.labels) / self.config.grad_accumulation as f64;
+                loss.backward();
+                loss_sum += loss.double_value(&[]);
+            }
+            let grad_norm = clip_grad_norm(&params, self.config.max_grad_norm);
+            let lr = self.lr_at(step);
+            self.optimizer.step(&params, lr);
+            self.state.step = step + 1;
+            let done = self.state.step;
+            metrics.row(&[
+                done.to_string(),
+                epoch.to_string(),
+                format!("{loss_sum:.6}"),
+                format!("{lr:e}"),
+                self.state.trainable.len().to_string(),
+                format!("{grad_norm:.6}"),
+            ])?;
+            bar.set_position(done as u64);
+            bar.set_message(format!("loss {loss_sum:.4} lr {lr:.2e} adapters {}/{layers}", self.state.trainable.len()));
+
+            let last = done == self.total_steps;
+            if self.validation.is_some() && (done % eval_every == 0 || last) {
+                self.validate(&mut validation, &run)?;
+            }
+            if done % save_every == 0 || last {
+                checkpoint::save(&run.last(), &self.model, &self.model_config, &self.head_json, Some((&self.optimizer, &self.state)))?;
+            }
+        }
+        bar.finish_and_clear();
+        write_schedule(&run, &self.state, layers)?;
+        if self.validation.is_none() {
+            // Without validation the final weights are the ones to use.
+            checkpoint::save(&run.best(), &self.model, &self.model_config, &self.head_json, None)?;
+        }
+        Ok(RunSummary { steps: self.state.step, best_score: self.state.best_score, best_step: self.state.best_step, dir: run.0 })
+    }
+
+    fn progress_bar(&self) -> ProgressBar {
+        if self.quiet {
+            return ProgressBar::hidden();
+        }
+        let bar = ProgressBar::new(self.total_steps as u64);
+        bar.set_style(
+            ProgressStyle::with_template("train {bar:30} {pos}/{len} steps  {msg}  [{elapsed_precise} < {eta_precise}]")
+                .expect("valid template"),
+        );
+        bar.set_position(self.state.step as u64);
+        bar
+    }
+
+    fn apply_event(&mut self, step: usize, fun: &mut CsvLog) -> Result<()> {
+        let layers = self.model.num_layers;
+        let Some(event) = self.config.schedule.event(step, self.config.unfreeze_every, &self.state.trainable, layers) else {
+            return Ok(());
+        };
+        let frozen: Vec<usize> = (0..layers).filter(|l| !self.state.trainable.contains(l)).collect();
+        let chosen = match event {
+            Event::Unfreeze(l) => vec![l],
+            Event::UnfreezeAll => frozen,
+            Event::UnfreezeRandom => vec![pick_random(&frozen, derive_seed(self.config.seed, STREAM_RANDOM_SCHEDULE, step as u64))],
+            Event::UnfreezeLargestFisher => {
+                let batches = self.fisher_batches(step);
+                let traces = fisher_traces(
+                    &self.model,
+                    &batches,
+                    self.config.fisher_labels,
+                    self.config.fisher_estimator,
+                    derive_seed(self.config.seed, STREAM_FISHER, step as u64) as i64,
+                )?;
+                let pick = largest_frozen(&traces, &self.state.trainable).context("no frozen adapter left")?;
+                for &l in &frozen {
+                    fun.row(&[step.to_string(), l.to_string(), format!("{:e}", traces[l]), u8::from(l == pick).to_string()])?;
+                }
+                vec![pick]
+            }
+        };
+        for l in chosen {
+            self.state.trainable.push(l);
+            self.state.unfreeze_steps.push(step);
+        }
+        Ok(())
+    }
+
+    /// requires-grad on exactly the head and the trainable task adapters; everything else
+    /// (base, language adapter, frozen task adapters) computes no gradient.
+    fn set_trainable(&self) {
+        for (_, v) in self.model.vs.variables() {
+            let _ = v.set_requires_grad(false);
+        }
+        for (_, v) in self.trainable_params() {
+            let _ = v.set_requires_grad(true);
+        }
+    }
+
+    fn trainable_params(&self) -> Vec<(String, tch::Tensor)> {
+        let mut params = self.model.head_vars();
+        for &l in &self.state.trainable {
+            params.extend(self.model.task_adapter_vars(l));
+        }
+        params
+    }
+
+    /// `fisher_batches` training batches drawn for `step`, independent of the training order.
+    fn fisher_batches(&self, step: usize) -> Vec<TrainBatch> {
+        let order = permutation(self.train.len(), derive_seed(self.config.seed, STREAM_FISHER, step as u64));
+        order
+            .chunks(self.config.batch_size)
+            .take(self.config.fisher_batches)
+            .map(|idx| self.train.batch(idx, self.pad_id, self.model.device()))
+            .collect()
+    }
+
+    fn track_fisher(&self, step: usize, fisher: &mut CsvLog, avg: &mut CsvLog) -> Result<()> {
+        let batches = self.fisher_batches(step);
+        let seed = derive_seed(self.config.seed, STREAM_FISHER, step as u64) as i64;
+        let traces = fisher_traces(&self.model, &batches, self.config.fisher_labels, self.config.fisher_estimator, seed)?;
+        let mut sum = 0.0;
+        for (l, t) in traces.iter().enumerate() {
+            let trainable = self.state.trainable.contains(&l);
+            if trainable {
+                sum += t;
+            }
+            fisher.row(&[step.to_string(), l.to_string(), u8::from(trainable).to_string(), format!("{t:e}")])?;
+        }
+        let n = self.state.trainable.len();
+        let mean = if n > 0 { sum / n as f64 } else { 0.0 };
+        avg.row(&[step.to_string(), n.to_string(), format!("{mean:e}")])
+    }
+
+    fn lr_at(&self, step: usize) -> f64 {
+        let (warm, total) = (self.config.warmup_steps, self.total_steps);
+        let factor = if step < warm {
+            step as f64 / warm.max(1) as f64
+        } else {
+            match self.config.lr_schedule {
+                LrSchedule::Constant => 1.0,
+                LrSchedule::Linear => ((total - step) as f64 / (total - warm).max(1) as f64).max(0.0),
+            }
+        };
+        self.config.lr * factor
+    }
+
+    fn validate(&mut self, log: &mut CsvLog, run: &RunDir) -> Result<()> {
+        let examples = self.validation.as_ref().expect("validation set");
+        let (metric, score) = evaluate(&self.model, examples, self.pad_id, self.config.batch_size)?;
+        log.row(&[self.state.step.to_string(), metric.to_string(), format!("{score:.6}")])?;
+        if self.state.best_score.is_none_or(|b| score > b) {
+            self.state.best_score = Some(score);
+            self.state.best_step = Some(self.state.step);
+            checkpoint::save(&run.best(), &self.model, &self.model_config, &self.head_json, None)?;
+        }
+        Ok(())
+    }
+}
+
+pub struct RunSummary {
+    pub steps: usize,
+    pub best_score: Option<f64>,
+    pub best_step: Option<usize>,
+    pub dir: PathBuf,
+}
+
+/// The task's validation metric on `examples` (dropout off): accuracy, or SQuAD F1 for QA.
+pub fn evaluate(model: &MadxModel, examples: &Examples, pad_id: i64, batch_size: usize) -> Result<(&'static str, f64)> {
+    let mut correct = 0usize;
+    let mut spans: Vec<(Vec<f32>, Vec<f32>)> = Vec::new();
+    let all: Vec<usize> = (0..examples.len()).collect();
+    for idx in all.chunks(batch_size) {
+        let batch = examples.batch(idx, pad_id, model.device());
+        let logits = tch::no_grad(|| model.forward(&batch.inputs, false))?;
+        match (&logits, &batch.labels) {
+            (Logits::Classes(l), batch::Labels::Class(y)) => {
+                correct += l.argmax(-1, false).eq_tensor(y).to_kind(Kind::Int64).sum(Kind::Int64).int64_value(&[]) as usize;
+            }
+            (Logits::Span { start, end }, _) => {
+                let rows = |t: &tch::Tensor| Vec::<Vec<f32>>::try_from(t.to_device(tch::Device::Cpu).to_kind(Kind::Float));
+                spans.extend(rows(start)?.into_iter().zip(rows(end)?));
+            }
+            _ => bail!("labels do not fit the head"),
+        }
+    }
+    match &examples.qa {
+        None => Ok(("accuracy", correct as f64 / examples.len() as f64)),
+        Some((records, windows)) => Ok(("f1", squad_f1(records, windows, &spans))),
+    }
+}
+
+/// SQuAD v1.1 F1 of the best answer per question over all its windows.
+fn squad_f1(records: &[crate::data::QaExample], windows: &[crate::features::QaFeature], spans: &[(Vec<f32>, Vec<f32>)]) -> f64 {
+    use crate::eval::qa_answers::{best_answer, WindowLogits};
+    let mut predictions = std::collections::HashMap::new();
+    for (e, record) in records.iter().enumerate() {
+        let mine: Vec<WindowLogits<'_>> = windows
+            .iter()
+            .zip(spans)
+            .filter(|(w, _)| w.example == e)
+            .map(|(w, (start, end))| WindowLogits { offsets: &w.context_offsets, start, end })
+            .collect();
+        predictions.insert(record.id.clone(), best_answer(&record.context, &mine));
+    }
+    crate::eval::metrics::score_predictions(&crate::eval::metrics::AnswerNormalization::SQUAD, records, &predictions).f1
+}
+
+/// The schedule actually followed: when each layer's adapter became trainable.
+fn write_schedule(run: &RunDir, state: &TrainerState, layers: usize) -> Result<()> {
+    let mut text = String::from("layer,from_top,unfreeze_step\n");
+    let mut rows: Vec<(usize, usize)> = state.trainable.iter().copied().zip(state.unfreeze_steps.iter().copied()).collect();
+    rows.sort();
+    for (layer, step) in rows {
+        text.push_str(&format!("{layer},{},{step}\n", layers - 1 - layer));
+    }
+    crate::fsx::write_atomic(&run.file("schedule.csv"), text.as_bytes())
+}
+
+/// Writes the resolved config, or on resume checks that it has not changed.
+fn check_config(run: &RunDir, config: &TrainConfig, resume: bool) -> Result<()> {
+    let path = run.file("config.toml");
+    if resume && path.exists() {
+        let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+        let stored: TrainConfig = toml::from_str(&text).with_context(|| format!("{}: corrupt config", path.display()))?;
+        if &stored != config {
+            bail!(
+                "{} holds a run with a different configuration; resume with the same settings or choose another --out",
+                run.0.display()
+            );
+        }
+        return Ok(());
+    }
+    let header = format!(
+        "# Resolved configuration of this run (toolkit {}, git {}).\n",
+        env!("CARGO_PKG_VERSION"),
+        option_env!("TOOLKIT_GIT_COMMIT").unwrap_or("unknown")
+    );
+    crate::fsx::write_atomic(&path, (header + &config.to_toml()).as_bytes())
+}
+
+fn report_skipped(run: &RunDir, config: &TrainConfig, train: &Examples, validation: Option<&Examples>) -> Result<()> {
+    let mut text = format!("{}: {}\n", config.train_file.display(), train.skipped);
+    if let (Some(v), Some(p)) = (validation, &config.validation_file) {
+        text.push_str(&format!("{}: {}\n", p.display(), v.skipped));
+    }
+    if !train.skipped.is_empty() || validation.is_some_and(|v| !v.skipped.is_empty()) {
+        eprint!("skipped records:\n{text}");
+    }
+    crate::fsx::write_atomic(&run.file("skipped.txt"), text.as_bytes())
+}
