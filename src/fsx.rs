@@ -30,7 +30,9 @@ pub fn temp_path(path: &Path) -> PathBuf {
 /// either the old or the complete new directory.
 pub fn replace_dir(staging: &Path, dir: &Path) -> Result<()> {
     if dir.exists() {
-        let old = temp_path(dir);
+        let mut name = dir.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+        name.push(format!(".{}.old", std::process::id()));
+        let old = dir.with_file_name(name);
         std::fs::rename(dir, &old).with_context(|| format!("moving aside {}", dir.display()))?;
         std::fs::rename(staging, dir).with_context(|| format!("moving {} into place", dir.display()))?;
         std::fs::remove_dir_all(&old).with_context(|| format!("removing {}", old.display()))?;

@@ -15,12 +15,12 @@ pub struct CsvLog {
 }
 
 impl CsvLog {
-    /// Opens `path` with `header`. With `resume_step`, keeps only rows whose first column (the
+    /// Opens `path` with `header`. With `keep_through`, keeps only rows whose first column (the
     /// step) is at most that step; without, starts the file afresh.
-    pub fn open(path: &Path, header: &[&str], resume_step: Option<usize>) -> Result<Self> {
+    pub fn open(path: &Path, header: &[&str], keep_through: Option<usize>) -> Result<Self> {
         let head = header.join(",");
         let mut text = format!("{head}\n");
-        if let (Some(step), true) = (resume_step, path.exists()) {
+        if let (Some(step), true) = (keep_through, path.exists()) {
             let old = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
             let mut lines = old.lines();
             if lines.next() != Some(head.as_str()) {

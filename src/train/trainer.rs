@@ -155,14 +155,23 @@ impl Trainer {
         })
     }
 
-    pub fn run(mut self) -> Result<RunSummary> {
+    pub fn run(self) -> Result<RunSummary> {
+        self.run_until(None)
+    }
+
+    /// Trains until `stop` updates are done (or the end), as if the process were killed
+    /// there: what a resumed run has to cope with. Tests use it; `run` goes to the end.
+    pub fn run_until(mut self, stop: Option<usize>) -> Result<RunSummary> {
         let run = RunDir(self.config.out.clone());
-        let resume_step = (self.state.step > 0).then_some(self.state.step);
-        let mut metrics = CsvLog::open(&run.file("metrics.csv"), &["step", "epoch", "loss", "lr", "trainable_adapters", "grad_norm"], resume_step)?;
-        let mut fisher = CsvLog::open(&run.file("fisher.csv"), &["step", "layer", "trainable", "trace"], resume_step)?;
-        let mut fisher_avg = CsvLog::open(&run.file("fisher_avg.csv"), &["step", "trainable_adapters", "avg_trace_trainable"], resume_step)?;
-        let mut fun = CsvLog::open(&run.file("fun_selection.csv"), &["step", "layer", "trace", "chosen"], resume_step)?;
-        let mut validation = CsvLog::open(&run.file("validation.csv"), &["step", "metric", "value"], resume_step)?;
+        // Rows carry the step they describe: metrics and validation the updates done (kept up
+        // to the checkpoint), Fisher measurements the step they precede (kept before it).
+        let done = self.state.step;
+        let (after, before) = if done > 0 { (Some(done), Some(done - 1)) } else { (None, None) };
+        let mut metrics = CsvLog::open(&run.file("metrics.csv"), &["step", "epoch", "loss", "lr", "trainable_adapters", "grad_norm"], after)?;
+        let mut validation = CsvLog::open(&run.file("validation.csv"), &["step", "metric", "value"], after)?;
+        let mut fisher = CsvLog::open(&run.file("fisher.csv"), &["step", "layer", "trainable", "trace"], before)?;
+        let mut fisher_avg = CsvLog::open(&run.file("fisher_avg.csv"), &["step", "trainable_adapters", "avg_trace_trainable"], before)?;
+        let mut fun = CsvLog::open(&run.file("fun_selection.csv"), &["step", "layer", "trace", "chosen"], before)?;
         let layers = self.model.num_layers;
         let steps_per_epoch = self.micro_per_epoch.div_ceil(self.config.grad_accumulation).max(1);
         let eval_every = if self.config.eval_every > 0 { self.config.eval_every } else { steps_per_epoch };
@@ -173,6 +182,9 @@ impl Trainer {
         let mut order = Vec::new();
         while self.state.step < self.total_steps {
             let step = self.state.step;
+            if stop == Some(step) {
+                return Ok(RunSummary { steps: step, best_score: self.state.best_score, best_step: self.state.best_step, dir: run.0 });
+            }
             // SELECT: the schedule's event for this step.
             self.apply_event(step, &mut fun)?;
             self.set_trainable();
