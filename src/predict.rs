@@ -8,6 +8,7 @@ use serde_json::{json, Value};
 use tch::{Kind, Tensor};
 
 use crate::device::Device;
+use crate::features::{FeatureBatch, Sequence};
 use crate::model::torch::{Inputs, Logits, MadxModel};
 use crate::model::{ComposedModel, HeadType, ModelFiles};
 
@@ -77,7 +78,7 @@ pub fn run(args: &PredictArgs) -> Result<()> {
 /// One tokenised example: one sequence, or one per choice.
 #[derive(Debug, Clone)]
 struct Example {
-    seqs: Vec<(Vec<i64>, Vec<i64>)>,
+    seqs: Vec<Sequence>,
 }
 
 fn read_inputs(path: &Path, tokenizer: Option<&tokenizers::Tokenizer>) -> Result<Vec<Example>> {
@@ -103,7 +104,7 @@ fn read_inputs(path: &Path, tokenizer: Option<&tokenizers::Tokenizer>) -> Result
     Ok(out)
 }
 
-fn sequence(v: &Value, tokenizer: Option<&tokenizers::Tokenizer>) -> Result<(Vec<i64>, Vec<i64>)> {
+fn sequence(v: &Value, tokenizer: Option<&tokenizers::Tokenizer>) -> Result<Sequence> {
     let ints = |key: &str| -> Result<Option<Vec<i64>>> {
         match v.get(key) {
             None => Ok(None),
@@ -115,7 +116,7 @@ fn sequence(v: &Value, tokenizer: Option<&tokenizers::Tokenizer>) -> Result<(Vec
         if types.len() != ids.len() {
             bail!("`token_type_ids` has {} entries, `input_ids` {}", types.len(), ids.len());
         }
-        return Ok((ids, types));
+        return Ok(Sequence { input_ids: ids, token_type_ids: types });
     }
     let Some(text) = v.get("text").and_then(Value::as_str) else {
         bail!("expected `input_ids`, `text` or `choices`");
@@ -127,9 +128,7 @@ fn sequence(v: &Value, tokenizer: Option<&tokenizers::Tokenizer>) -> Result<(Vec
         None => tokenizer.encode(text, true),
     }
     .map_err(|e| anyhow::anyhow!("tokenizing: {e}"))?;
-    let ids = encoding.get_ids().iter().map(|&i| i as i64).collect();
-    let types = encoding.get_type_ids().iter().map(|&i| i as i64).collect();
-    Ok((ids, types))
+    Ok(Sequence::from_encoding(&encoding))
 }
 
 fn pad_batch(batch: &[Example], pad: i64, multiple_choice: bool, device: tch::Device) -> Result<Inputs> {
@@ -137,18 +136,19 @@ fn pad_batch(batch: &[Example], pad: i64, multiple_choice: bool, device: tch::De
     if batch.iter().any(|e| e.seqs.len() != choices) {
         bail!("all examples in a batch need the same number of choices");
     }
-    let seq = batch.iter().flat_map(|e| e.seqs.iter().map(|s| s.0.len())).max().unwrap_or(0);
-    let n = batch.len() * choices;
-    let (mut ids, mut mask, mut types) = (vec![pad; n * seq], vec![0i64; n * seq], vec![0i64; n * seq]);
-    for (row, (i, t)) in batch.iter().flat_map(|e| e.seqs.iter()).enumerate() {
-        ids[row * seq..row * seq + i.len()].copy_from_slice(i);
-        mask[row * seq..row * seq + i.len()].fill(1);
-        types[row * seq..row * seq + t.len()].copy_from_slice(t);
+    let rows: Vec<&[Sequence]> = batch.iter().map(|e| e.seqs.as_slice()).collect();
+    let padded = FeatureBatch::pad(&rows, pad);
+    let mut shape: Vec<i64> = padded.shape.iter().map(|&d| d as i64).collect();
+    if multiple_choice && shape.len() == 2 {
+        // One choice per example still has a choices axis.
+        shape.insert(1, 1);
     }
-    let shape: Vec<i64> =
-        if multiple_choice { vec![batch.len() as i64, choices as i64, seq as i64] } else { vec![n as i64, seq as i64] };
-    let t = |v: Vec<i64>| Tensor::from_slice(&v).reshape(shape.as_slice()).to_device(device);
-    Ok(Inputs { input_ids: t(ids), attention_mask: t(mask), token_type_ids: Some(t(types)) })
+    let t = |v: &[i64]| Tensor::from_slice(v).reshape(shape.as_slice()).to_device(device);
+    Ok(Inputs {
+        input_ids: t(&padded.input_ids),
+        attention_mask: t(&padded.attention_mask),
+        token_type_ids: Some(t(&padded.token_type_ids)),
+    })
 }
 
 fn output_lines(logits: &Logits, labels: &[String], batch: &[Example]) -> Result<Vec<Value>> {
@@ -172,7 +172,7 @@ fn output_lines(logits: &Logits, labels: &[String], batch: &[Example]) -> Result
             .zip(batch)
             .map(|((s, e), ex)| {
                 // Drop the pad positions of this batch so each line matches its own input.
-                let len = ex.seqs[0].0.len();
+                let len = ex.seqs[0].len();
                 json!({"start_logits": &s[..len], "end_logits": &e[..len]})
             })
             .collect(),

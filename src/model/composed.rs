@@ -190,6 +190,12 @@ fn read_flex_head(dir: &Path, config: &ModelConfig, weights: &mut Weights) -> Re
     if !config_path.exists() {
         return Ok(None);
     }
+    // The `adapters` library writes `"config": null` here for a Hugging Face head saved with
+    // the adapter; such a head lives in the model checkpoint, not in a flex head.
+    let text = std::fs::read_to_string(&config_path).with_context(|| format!("reading {}", config_path.display()))?;
+    if serde_json::from_str::<serde_json::Value>(&text).is_ok_and(|v| v.get("config").is_some_and(|c| c.is_null())) {
+        return Ok(None);
+    }
     let head = Head::load_flex(&config_path, config)?;
     let path = dir.join("model_head.safetensors");
     let name = head.flex_name.clone().expect("flex heads are named");
