@@ -138,7 +138,7 @@ mod tests {
         let mut opt = AdamW::new(cfg);
         let (lr, mut expected, mut m, mut v) = (0.1f64, vec![1.0f64, -2.0], [0.0f64; 2], [0.0f64; 2]);
         for t in 1..=2 {
-            p.zero_grad();
+            p.shallow_clone().zero_grad();
             (&p * &p).sum(Kind::Float).backward();
             opt.step(&params, lr);
             for i in 0..2 {

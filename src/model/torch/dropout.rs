@@ -14,6 +14,8 @@ pub fn reseed(seed: u64) {
     STATE.with(|s| s.set(seed ^ 0x9e37_79b9_7f4a_7c15));
 }
 
+const STEP: u64 = 0xa076_1d64_78bd_642f;
+
 /// Inverted dropout: keeps each element with probability 1 - p and scales kept ones by
 /// 1 / (1 - p), as `torch.nn.functional.dropout` does.
 pub fn dropout(x: &Tensor, p: f64, train: bool) -> Tensor {
@@ -24,22 +26,41 @@ pub fn dropout(x: &Tensor, p: f64, train: bool) -> Tensor {
     let keep_scale = (1.0 / (1.0 - p)) as f32;
     // Compare 16-bit draws with the threshold: p is resolved to 1/65536.
     let threshold = (p * 65536.0).round() as u32;
-    let mut mask = vec![0f32; n];
-    STATE.with(|state| {
-        let mut s = state.get();
-        for chunk in mask.chunks_mut(4) {
-            s = s.wrapping_add(0xa076_1d64_78bd_642f);
-            let t = (s as u128).wrapping_mul((s ^ 0xe703_7ed1_a0b4_28db) as u128);
+    let draws = n.div_ceil(4) as u64;
+    let start = STATE.with(|s| {
+        let start = s.get();
+        s.set(start.wrapping_add(draws.wrapping_mul(STEP)));
+        start
+    });
+    let mask = Tensor::empty(x.size(), (tch::Kind::Float, tch::Device::Cpu));
+    // SAFETY: `mask` is a fresh contiguous f32 CPU tensor of exactly n elements, written only
+    // here, before anything else can see it.
+    let out = unsafe { std::slice::from_raw_parts_mut(mask.data_ptr() as *mut f32, n) };
+    // The generator is counter-based (draw k depends only on start + k * STEP), so halves of
+    // the mask are filled in parallel and the result does not depend on the thread count.
+    let fill = |chunk: &mut [f32], first_draw: u64| {
+        let mut state = start.wrapping_add(first_draw.wrapping_mul(STEP));
+        for four in chunk.chunks_mut(4) {
+            state = state.wrapping_add(STEP);
+            let t = (state as u128).wrapping_mul((state ^ 0xe703_7ed1_a0b4_28db) as u128);
             let r = ((t >> 64) as u64) ^ (t as u64);
-            for (k, m) in chunk.iter_mut().enumerate() {
+            for (k, m) in four.iter_mut().enumerate() {
                 let draw = ((r >> (16 * k)) & 0xffff) as u32;
                 *m = if draw >= threshold { keep_scale } else { 0.0 };
             }
         }
-        state.set(s);
-    });
-    let mask = Tensor::from_slice(&mask).reshape(x.size()).to_device(x.device());
-    x * mask
+    };
+    if n >= 1 << 16 {
+        let half = (n / 8) * 4;
+        let (a, b) = out.split_at_mut(half);
+        std::thread::scope(|scope| {
+            scope.spawn(|| fill(a, 0));
+            fill(b, (half / 4) as u64);
+        });
+    } else {
+        fill(out, 0);
+    }
+    x * mask.to_device(x.device())
 }
 
 #[cfg(test)]

@@ -68,7 +68,10 @@ impl SelfAttention {
         let q = split(self.query.forward(x));
         let k = split(self.key.forward(x));
         let v = split(self.value.forward(x));
-        let scores = q.matmul(&k.transpose(-1, -2)) / (self.head_dim as f64).sqrt() + mask;
+        // Scaling q (not the scores) and adding the mask in place keeps one seq x seq tensor
+        // alive per layer instead of three; matmul's backward does not need its output.
+        let mut scores = (q * (1.0 / (self.head_dim as f64).sqrt())).matmul(&k.transpose(-1, -2));
+        let _ = scores.g_add_(mask);
         let probs = dropout(&scores.softmax(-1, Kind::Float), self.dropout, train);
         probs.matmul(&v).transpose(1, 2).contiguous().view([b, s, self.heads * self.head_dim])
     }
