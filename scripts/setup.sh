@@ -67,6 +67,18 @@ fi
 test -f "$VENV/ort/libonnxruntime.so.$ORT_VERSION" || { echo "setup: libonnxruntime missing" >&2; exit 1; }
 test -f "$VENV/onnx/onnx.proto" || { echo "setup: onnx.proto missing" >&2; exit 1; }
 
+# `toolkit report` draws its figures with a TrueType font (DejaVu, from Debian's packages).
+if ! ls /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf >/dev/null 2>&1 && [ -z "${TOOLKIT_FONT:-}" ]; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        say "installing fonts-dejavu-core (for report figures)"
+        (apt-get install -y -qq fonts-dejavu-core >/dev/null 2>&1 \
+            || { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq fonts-dejavu-core >/dev/null 2>&1; }) \
+            || say "could not install fonts-dejavu-core: report figures need TOOLKIT_FONT=FILE.ttf"
+    else
+        say "no DejaVu font: report figures need fonts-dejavu-core or TOOLKIT_FONT=FILE.ttf"
+    fi
+fi
+
 if [ "$build" = 1 ]; then
     if [ -n "${TOOLKIT_NO_TORCH:-}" ]; then
         say "building target/release/toolkit (eval + export only)"

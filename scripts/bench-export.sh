@@ -1,0 +1,111 @@
+#!/usr/bin/env bash
+# Benchmark of `toolkit export` on an mBERT-sized model (random weights, the real mBERT config
+# and vocabulary): export time for one and for 11 languages, and the disk size of the
+# 11-language export against one full single-language model. Prints a table.
+#
+#   scripts/bench-export.sh
+#
+# Environment:
+#   REF_VENV   Python venv with torch, transformers and adapters (scripts/reference/requirements.txt),
+#              used to write the synthetic checkpoint in AdapterHub format [default: .venv-ref]
+#   DATA_DIR   the shared data folder with vocab/bert-base-multilingual-cased [default: ../shared/data]
+#   LANG_RF    reduction factor of the language adapters [default: 2, as MAD-X]
+#   DTYPE      fp32 or fp16 [default: fp32]
+#   WORK       scratch folder [default: a new temporary folder, removed at the end]
+#   TOOLKIT    a toolkit binary to use instead of building target/release/toolkit
+set -euo pipefail
+shopt -s inherit_errexit
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+PY="${REF_VENV:-$ROOT/.venv-ref}/bin/python"
+DATA_DIR="${DATA_DIR:-$ROOT/../shared/data}"
+MBERT="$DATA_DIR/vocab/bert-base-multilingual-cased"
+LANG_RF="${LANG_RF:-2}"
+DTYPE="${DTYPE:-fp32}"
+LANGS="et ht id it qu sw ta th tr vi zh"   # the 11 XCOPA target languages
+
+if [[ ! -x "$PY" ]]; then
+    echo "bench-export: no Python at $PY; set REF_VENV to a venv with scripts/reference/requirements.txt" >&2
+    exit 1
+fi
+if [[ ! -f "$MBERT/bert_config.json" || ! -f "$MBERT/vocab.txt" ]]; then
+    echo "bench-export: $MBERT lacks bert_config.json / vocab.txt; set DATA_DIR" >&2
+    exit 1
+fi
+if [[ -z "${WORK:-}" ]]; then
+    WORK="$(mktemp -d)"
+    trap 'rm -rf "$WORK"' EXIT
+fi
+if [[ -n "${TOOLKIT:-}" ]]; then
+    BIN="$TOOLKIT"
+else
+    (cd "$ROOT" && cargo build --release --no-default-features --features eval --quiet)
+    BIN="$ROOT/target/release/toolkit"
+fi
+
+echo "bench-export: writing the synthetic checkpoint to $WORK (language adapters: reduction factor $LANG_RF)"
+"$PY" - "$MBERT" "$WORK" "$LANG_RF" $LANGS <<'EOF'
+import json, shutil, sys
+from pathlib import Path
+
+import torch
+from transformers import BertConfig, BertForSequenceClassification
+import adapters
+from adapters import SeqBnConfig, SeqBnInvConfig
+
+mbert, work, lang_rf, langs = Path(sys.argv[1]), Path(sys.argv[2]), float(sys.argv[3]), sys.argv[4:]
+torch.manual_seed(0)
+raw = json.loads((mbert / "bert_config.json").read_text())
+config = BertConfig(**{k: v for k, v in raw.items() if not k.startswith("pooler_") and k != "directionality"}, num_labels=2)
+model = BertForSequenceClassification(config).eval()
+adapters.init(model)
+(work / "model").mkdir(parents=True, exist_ok=True)
+model.save_pretrained(work / "model", safe_serialization=True)
+shutil.copy(mbert / "vocab.txt", work / "model" / "vocab.txt")
+(work / "model" / "tokenizer_config.json").write_text(json.dumps({"do_lower_case": False}))
+for lang in langs:
+    model.add_adapter(lang, config=SeqBnInvConfig(reduction_factor=lang_rf))
+    (work / "langs" / lang).mkdir(parents=True, exist_ok=True)
+    model.save_adapter(str(work / "langs" / lang), lang, with_head=False, use_safetensors=True)
+model.add_adapter("copa", config=SeqBnConfig(reduction_factor=16))
+(work / "task").mkdir(parents=True, exist_ok=True)
+model.save_adapter(str(work / "task"), "copa", with_head=False, use_safetensors=True)  # the head is in model/
+EOF
+
+export_time() {  # LANG_SPEC OUT -> prints seconds
+    local start end
+    start=$(date +%s.%N)
+    "$BIN" export --model "$WORK/model" --task-adapter "$WORK/task" --lang-adapters "$WORK/langs" \
+        --lang "$1" --dtype "$DTYPE" --out "$2" >/dev/null
+    end=$(date +%s.%N)
+    echo "$end - $start" | bc
+}
+
+one_s=$(export_time th "$WORK/export-th")
+all_s=$(export_time all "$WORK/export-all")
+size() { du -sb "$1" | cut -f1; }
+model_b=$(size "$WORK/model/model.safetensors")
+lang_b=$(size "$WORK/langs/th/adapter.safetensors")
+one_b=$(size "$WORK/export-th")
+all_b=$(size "$WORK/export-all")
+n=$(echo $LANGS | wc -w)
+
+"$PY" - "$one_s" "$all_s" "$one_b" "$all_b" "$model_b" "$lang_b" "$n" "$DTYPE" "$LANG_RF" <<'EOF'
+import sys
+one_s, all_s = float(sys.argv[1]), float(sys.argv[2])
+one_b, all_b, model_b, lang_b, n = map(int, sys.argv[3:8])
+dtype, rf = sys.argv[8], sys.argv[9]
+mib = lambda b: b / 2**20
+# Even with perfect sharing, n languages need the base once plus n language adapters.
+floor = (model_b + n * lang_b) / (model_b + lang_b)
+print(f"toolkit export, mBERT-sized (random weights), {dtype}, language adapters rf {rf}")
+print(f"  base checkpoint            {mib(model_b):9.1f} MiB")
+print(f"  one language adapter       {mib(lang_b):9.1f} MiB")
+print(f"  export, 1 language         {mib(one_b):9.1f} MiB   {one_s:6.1f} s")
+print(f"  export, {n} languages       {mib(all_b):9.1f} MiB   {all_s:6.1f} s")
+print(f"  disk ratio {n} / 1 language  {all_b / one_b:9.3f}x  (no-duplication floor {floor:.3f}x)")
+EOF
+
+if "$PY" -c "import onnx" 2>/dev/null; then
+    "$PY" "$ROOT/scripts/check-onnx.py" "$WORK/export-all" | tail -1
+fi

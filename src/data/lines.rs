@@ -1,0 +1,25 @@
+//! Line-oriented files (JSON lines, TSV) read with each line's number kept for error messages.
+use std::fs::File;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+
+use anyhow::{Context, Result};
+
+/// The non-blank lines of `path` with their 1-based numbers, read as they are consumed (the
+/// MultiNLI training file is 450 MB); a UTF-8 byte-order mark on the first line is dropped.
+pub(crate) fn read_lines(path: &Path) -> Result<impl Iterator<Item = Result<(usize, String)>> + '_> {
+    let file = File::open(path).with_context(|| format!("reading {}", path.display()))?;
+    Ok(BufReader::new(file).lines().enumerate().filter_map(move |(i, line)| match line {
+        Ok(line) if line.trim().is_empty() => None,
+        Ok(line) => {
+            let line = if i == 0 { line.strip_prefix('\u{feff}').map(str::to_string).unwrap_or(line) } else { line };
+            Some(Ok((i + 1, line)))
+        }
+        Err(err) => Some(Err(err).with_context(|| format!("{}:{}: not UTF-8 text", path.display(), i + 1))),
+    }))
+}
+
+/// Parses one JSON-lines record, naming the file and line on failure.
+pub(crate) fn parse_json_line<T: serde::de::DeserializeOwned>(path: &Path, number: usize, line: &str) -> Result<T> {
+    serde_json::from_str(line).with_context(|| format!("{}:{number}: malformed record", path.display()))
+}

@@ -1,0 +1,294 @@
+//! `toolkit eval`: every language of a suite through the export's models; the results CSV,
+//! QA predictions and a run summary written only once all languages are done.
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use serde::Serialize;
+
+use super::exported::ExportedModels;
+use super::language::{score_language, Batching, Throughput};
+use super::Suite;
+use crate::data::{OnMalformed, Skipped};
+use crate::device::Device;
+use crate::fsx::write_atomic;
+use crate::report::results::{summary_rows, to_csv, ResultRow};
+use crate::runtime::{self, SessionConfig};
+
+/// Score an exported model on a benchmark suite (XNLI, XQuAD, MLQA, XCOPA) with ONNX Runtime.
+#[derive(clap::Args, Debug, Clone)]
+#[command(after_help = "\
+Examples:
+  toolkit eval --suite xcopa --models exports/copa-fun --data-dir ../shared/data
+  toolkit eval --suite xquad --models exports/qa-fun --lang de,zh --device cuda \\
+      --run-name qa-fun-s1 --method fun --seed 1 --out results/qa-fun-s1.csv
+  toolkit eval --suite my-suites/xnli-dev.toml --models exports/nli --batch-tokens 16384
+
+Writes OUT (the tidy results CSV: one row per language and metric, plus `avg` over the
+target languages and `lowest`), OUT with .json (throughput, padding, skipped records per
+language) and, for QA suites, OUT with .predictions/{lang}.json ({id: answer}, the format of
+the official scripts). Nothing is written unless every language succeeds.
+
+Suites are TOML files in eval-suites/ (a name) or anywhere (a path); they name each
+language's file under --data-dir (see scripts/download-data.sh for the layout).")]
+pub struct EvalArgs {
+    /// Suite name (eval-suites/NAME.toml) or path to a suite file.
+    #[arg(long)]
+    pub suite: String,
+
+    /// Export folder written by `toolkit export` ({lang}.onnx or model.onnx, export.json,
+    /// tokenizer.json).
+    #[arg(long, value_name = "DIR")]
+    pub models: PathBuf,
+
+    /// Folder the suite's file paths are relative to.
+    #[arg(long, value_name = "DIR", default_value = "data")]
+    pub data_dir: PathBuf,
+
+    /// Only these languages of the suite, comma-separated (then no `avg`/`lowest` rows unless
+    /// all target languages are included).
+    #[arg(long, value_name = "LANGS", value_delimiter = ',')]
+    pub lang: Vec<String>,
+
+    /// Where to run: `auto` takes a CUDA GPU when ONNX Runtime can use one.
+    #[arg(long, value_enum, default_value_t = Device::Auto)]
+    pub device: Device,
+
+    /// Results CSV [default: results/RUN_NAME/SUITE.csv].
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+
+    /// Run label for the results [default: the export folder's name].
+    #[arg(long)]
+    pub run_name: Option<String>,
+
+    /// Method label (e.g. fun, gu, lpft, full).
+    #[arg(long, default_value = "unspecified")]
+    pub method: String,
+
+    /// Seed label.
+    #[arg(long)]
+    pub seed: Option<u64>,
+
+    /// Base model label [default: the name of the base model folder recorded in the export].
+    #[arg(long)]
+    pub base_model: Option<String>,
+
+    /// Most tokens per batch, padding included; batches hold examples of similar length.
+    #[arg(long, value_name = "N", default_value_t = 4096)]
+    pub batch_tokens: usize,
+
+    /// Threads per operator on the CPU [default: one per core].
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
+
+    /// What to do with a malformed record: stop with an error naming file and line, or skip
+    /// it (counted in the summary).
+    #[arg(long, value_enum, default_value_t = OnMalformed::Error)]
+    pub on_malformed: OnMalformed,
+}
+
+/// One language's entry in the run summary.
+#[derive(Serialize)]
+struct LanguageSummary {
+    file: PathBuf,
+    split: String,
+    model: PathBuf,
+    provider: String,
+    metrics: BTreeMap<String, f64>,
+    skipped: Skipped,
+    throughput: Throughput,
+}
+
+#[derive(Serialize)]
+struct RunSummary {
+    suite: String,
+    models: PathBuf,
+    data_dir: PathBuf,
+    batch_tokens: usize,
+    seconds: f64,
+    examples_per_second: f64,
+    languages: BTreeMap<String, LanguageSummary>,
+}
+
+pub fn run(args: &EvalArgs) -> Result<()> {
+    let start = Instant::now();
+    let suite = Suite::load(&args.suite)?;
+    let languages = select_languages(&suite, &args.lang)?;
+    let models = ExportedModels::open(&args.models, &suite, &languages)?;
+    check_data_files(&suite, &args.data_dir, &languages)?;
+    let run_name = args.run_name.clone().unwrap_or_else(|| folder_name(&args.models));
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("results").join(&run_name).join(format!("{}.csv", suite.name)));
+
+    let bars = MultiProgress::new();
+    let overall = bars.add(
+        ProgressBar::new(languages.len() as u64)
+            .with_style(style("{prefix:>8} [{bar:30}] {pos}/{len} languages {elapsed}")),
+    );
+    overall.set_prefix(suite.name.clone());
+    let mut rows = Vec::new();
+    let mut summary = BTreeMap::new();
+    let mut predictions = BTreeMap::new();
+    for lang in &languages {
+        let bar = bars
+            .add(ProgressBar::new(0).with_style(style("{prefix:>8} [{bar:30}] {pos}/{len} inputs {per_sec} {msg}")));
+        bar.set_prefix(lang.clone());
+        let source = suite.source(&args.data_dir, lang);
+        let records = suite.read(&args.data_dir, lang, args.on_malformed)?;
+        let model_path = models.model_path(lang)?;
+        let config = SessionConfig { device: args.device, intra_threads: args.threads, ..SessionConfig::default() };
+        let mut session = runtime::session_with(&model_path, &config)?;
+        if let Some(reason) = &session.fallback_reason {
+            bars.println(format!("note: running on the CPU: {reason}"))?;
+        }
+        let scores = score_language(
+            &mut session.session,
+            &models,
+            &suite,
+            lang,
+            &records,
+            Batching { token_budget: args.batch_tokens },
+            &bar,
+        )
+        .with_context(|| format!("scoring {lang} ({})", source.path.display()))?;
+        let shown: Vec<String> = scores.metrics.iter().map(|(m, v)| format!("{} {v:.2}", m.as_str())).collect();
+        bar.finish_with_message(format!(
+            "{} | {:.0} ex/s, padding {:.1}%",
+            shown.join(", "),
+            scores.throughput.examples_per_second,
+            100.0 * scores.throughput.padding_fraction
+        ));
+        if !records.skipped().is_empty() {
+            bars.println(format!("{lang}: {}", records.skipped()))?;
+        }
+        for (metric, value) in &scores.metrics {
+            rows.push(ResultRow {
+                run: run_name.clone(),
+                base_model: args.base_model.clone().unwrap_or_else(|| models.base_model_name()),
+                method: args.method.clone(),
+                seed: args.seed,
+                suite: suite.name.clone(),
+                language: lang.clone(),
+                metric: metric.as_str().to_string(),
+                value: *value,
+                lowest_language: None,
+            });
+        }
+        if let Some(p) = scores.predictions {
+            predictions.insert(lang.clone(), p);
+        }
+        summary.insert(
+            lang.clone(),
+            LanguageSummary {
+                file: source.path,
+                split: source.split,
+                model: model_path,
+                provider: session.provider.to_string(),
+                metrics: scores.metrics.iter().map(|(m, v)| (m.as_str().to_string(), *v)).collect(),
+                skipped: records.skipped().clone(),
+                throughput: scores.throughput,
+            },
+        );
+        overall.inc(1);
+    }
+    overall.finish();
+
+    if suite.targets().all(|t| languages.iter().any(|l| l == t)) {
+        let summary_rows = summary_rows(&rows, &suite.source_language);
+        rows.extend(summary_rows);
+    } else {
+        eprintln!("note: not every target language was scored, so no avg/lowest rows were written");
+    }
+    let seconds = start.elapsed().as_secs_f64();
+    let examples: usize = summary.values().map(|l| l.throughput.examples).sum();
+    let run_summary = RunSummary {
+        suite: suite.name.clone(),
+        models: args.models.clone(),
+        data_dir: args.data_dir.clone(),
+        batch_tokens: args.batch_tokens,
+        seconds,
+        examples_per_second: examples as f64 / seconds,
+        languages: summary,
+    };
+    write_outputs(&out, &rows, &run_summary, &predictions)?;
+    print_table(&rows);
+    println!(
+        "{examples} examples in {seconds:.1} s ({:.1} examples/s); results in {}",
+        examples as f64 / seconds,
+        out.display()
+    );
+    Ok(())
+}
+
+fn style(template: &str) -> ProgressStyle {
+    ProgressStyle::with_template(template).expect("a valid progress template").progress_chars("=> ")
+}
+
+fn folder_name(dir: &Path) -> String {
+    let dir = std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf());
+    dir.file_name().map_or_else(|| "run".to_string(), |n| n.to_string_lossy().into_owned())
+}
+
+/// `--lang`, in the suite's order, or all of the suite's languages.
+fn select_languages(suite: &Suite, wanted: &[String]) -> Result<Vec<String>> {
+    if wanted.is_empty() {
+        return Ok(suite.languages.clone());
+    }
+    if let Some(unknown) = wanted.iter().find(|l| !suite.languages.contains(l)) {
+        bail!("suite {} has no language {unknown:?}; it has {}", suite.name, suite.languages.join(","));
+    }
+    Ok(suite.languages.iter().filter(|l| wanted.contains(l)).cloned().collect())
+}
+
+/// Every language's file must exist before the first one is scored.
+fn check_data_files(suite: &Suite, data_dir: &Path, languages: &[String]) -> Result<()> {
+    let missing: Vec<String> = languages
+        .iter()
+        .map(|lang| (lang, suite.source(data_dir, lang).path))
+        .filter(|(_, path)| !path.is_file())
+        .map(|(lang, path)| format!("  {lang}: {}", path.display()))
+        .collect();
+    if !missing.is_empty() {
+        bail!(
+            "suite {}: data files missing under --data-dir {} (scripts/download-data.sh fetches them):\n{}",
+            suite.name,
+            data_dir.display(),
+            missing.join("\n")
+        );
+    }
+    Ok(())
+}
+
+/// OUT, OUT.json and OUT.predictions/{lang}.json, each written atomically.
+fn write_outputs(
+    out: &Path,
+    rows: &[ResultRow],
+    summary: &RunSummary,
+    predictions: &BTreeMap<String, std::collections::HashMap<String, String>>,
+) -> Result<()> {
+    if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    if !predictions.is_empty() {
+        let dir = out.with_extension("predictions");
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        for (lang, answers) in predictions {
+            let sorted: BTreeMap<&String, &String> = answers.iter().collect();
+            write_atomic(&dir.join(format!("{lang}.json")), &serde_json::to_vec_pretty(&sorted)?)?;
+        }
+    }
+    write_atomic(&out.with_extension("json"), &serde_json::to_vec_pretty(summary)?)?;
+    write_atomic(out, &to_csv(rows)?)
+}
+
+fn print_table(rows: &[ResultRow]) {
+    for row in rows {
+        let lowest = row.lowest_language.as_deref().map(|l| format!(" ({l})")).unwrap_or_default();
+        println!("{:<8} {:<12} {:>7.2}{lowest}", row.language, row.metric, row.value);
+    }
+}

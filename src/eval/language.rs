@@ -1,0 +1,205 @@
+//! Scoring one language: features, length-sorted batches through the model, predictions,
+//! metrics and throughput.
+use std::collections::HashMap;
+use std::time::Instant;
+
+use anyhow::{ensure, Result};
+use indicatif::ProgressBar;
+use ort::session::Session;
+use serde::Serialize;
+
+use super::exported::ExportedModels;
+use super::infer::run_batch;
+use super::metrics::{accuracy, score_predictions};
+use super::qa_answers::{best_answer, WindowLogits};
+use super::suite::Records;
+use super::{Metric, Suite};
+use crate::data::{CopaExample, NliExample, QaExample};
+use crate::features::{copa_features, nli_features, pad_id, qa_features, BatchPlan, FeatureBatch, QaFeature, Sequence};
+
+/// Speed and padding of one language's run.
+#[derive(Debug, Clone, Serialize)]
+pub struct Throughput {
+    pub examples: usize,
+    /// Model inputs: sequences (QA windows, COPA choices count one each).
+    pub sequences: usize,
+    pub batches: usize,
+    pub tokens: usize,
+    pub padding_fraction: f64,
+    /// Tokenisation, inference and post-processing.
+    pub seconds: f64,
+    pub inference_seconds: f64,
+    pub examples_per_second: f64,
+    pub tokens_per_second: f64,
+}
+
+/// A language's scores.
+pub struct LanguageScores {
+    pub metrics: Vec<(Metric, f64)>,
+    pub throughput: Throughput,
+    /// QA only: `{question id: answer}`.
+    pub predictions: Option<HashMap<String, String>>,
+}
+
+/// How batches are formed.
+#[derive(Debug, Clone, Copy)]
+pub struct Batching {
+    pub token_budget: usize,
+}
+
+pub fn score_language(
+    session: &mut Session,
+    models: &ExportedModels,
+    suite: &Suite,
+    lang: &str,
+    records: &Records,
+    batching: Batching,
+    progress: &ProgressBar,
+) -> Result<LanguageScores> {
+    let start = Instant::now();
+    let mut runner = Runner { session, pad_id: pad_id(&models.tokenizer)?, batching, progress, inference_seconds: 0.0 };
+    let max_length = suite.features.max_length;
+    let (metrics, predictions, plan, examples) = match records {
+        Records::Nli(loaded) => {
+            let features = nli_features(&models.tokenizer, &loaded.records, max_length)?;
+            let (predicted, plan) = runner.classify(&features, &models.class_names)?;
+            let gold: Vec<&str> = loaded.records.iter().map(|e: &NliExample| e.label.as_str()).collect();
+            (vec![(Metric::Accuracy, accuracy(&predicted, &gold))], None, plan, loaded.records.len())
+        }
+        Records::Copa(loaded) => {
+            let features = copa_features(&models.tokenizer, &loaded.records, max_length)?;
+            let (predicted, plan) = runner.choose(&features)?;
+            let gold: Vec<usize> = loaded.records.iter().map(|e: &CopaExample| e.label).collect();
+            (vec![(Metric::Accuracy, accuracy(&predicted, &gold))], None, plan, loaded.records.len())
+        }
+        Records::Qa(loaded) => {
+            let stride = suite.features.doc_stride.unwrap_or_default();
+            let features = qa_features(&models.tokenizer, &loaded.records, max_length, stride)?;
+            let (predictions, plan) = runner.answer(&loaded.records, &features)?;
+            let scores = score_predictions(&suite.answer_normalization(lang)?, &loaded.records, &predictions);
+            let metrics = suite
+                .metrics
+                .iter()
+                .map(|&m| (m, if m == Metric::ExactMatch { scores.exact_match } else { scores.f1 }))
+                .collect();
+            (metrics, Some(predictions), plan, loaded.records.len())
+        }
+    };
+    let seconds = start.elapsed().as_secs_f64();
+    let throughput = Throughput {
+        examples,
+        sequences: plan.sequences,
+        batches: plan.plan.batches.len(),
+        tokens: plan.plan.real_tokens,
+        padding_fraction: plan.plan.padding_fraction(),
+        seconds,
+        inference_seconds: runner.inference_seconds,
+        examples_per_second: examples as f64 / seconds,
+        tokens_per_second: plan.plan.real_tokens as f64 / seconds,
+    };
+    Ok(LanguageScores { metrics, throughput, predictions })
+}
+
+struct PlanUsed {
+    plan: BatchPlan,
+    sequences: usize,
+}
+
+struct Runner<'a> {
+    session: &'a mut Session,
+    pad_id: i64,
+    batching: Batching,
+    progress: &'a ProgressBar,
+    inference_seconds: f64,
+}
+
+impl Runner<'_> {
+    /// Runs `items` in length-sorted batches; `take` receives each batch's item indices and
+    /// the requested outputs.
+    fn run(
+        &mut self,
+        items: &[&[Sequence]],
+        outputs: &[&str],
+        mut take: impl FnMut(&[usize], Vec<(Vec<f32>, Vec<usize>)>) -> Result<()>,
+    ) -> Result<PlanUsed> {
+        let plan = BatchPlan::length_sorted(items, self.batching.token_budget, None);
+        self.progress.set_length(items.len() as u64);
+        for batch in &plan.batches {
+            let rows: Vec<&[Sequence]> = batch.iter().map(|&i| items[i]).collect();
+            let inputs = FeatureBatch::pad(&rows, self.pad_id);
+            let start = Instant::now();
+            let out = run_batch(self.session, &inputs, outputs)?;
+            self.inference_seconds += start.elapsed().as_secs_f64();
+            take(batch, out.tensors)?;
+            self.progress.inc(batch.len() as u64);
+        }
+        Ok(PlanUsed { sequences: items.iter().map(|i| i.len()).sum(), plan })
+    }
+
+    /// Per-row argmax of `[batch, n]` logits.
+    fn argmax_rows(&mut self, items: &[&[Sequence]], expected_width: usize) -> Result<(Vec<usize>, PlanUsed)> {
+        let mut predicted = vec![0; items.len()];
+        let plan = self.run(items, &["logits"], |batch, mut tensors| {
+            let (logits, shape) = tensors.remove(0);
+            ensure!(
+                shape == [batch.len(), expected_width],
+                "logits of shape {shape:?}, expected [{}, {expected_width}]",
+                batch.len()
+            );
+            for (row, &item) in logits.chunks(expected_width).zip(batch) {
+                predicted[item] = argmax(row);
+            }
+            Ok(())
+        })?;
+        Ok((predicted, plan))
+    }
+
+    fn classify<'n>(&mut self, features: &[Sequence], class_names: &'n [String]) -> Result<(Vec<&'n str>, PlanUsed)> {
+        let items: Vec<&[Sequence]> = features.iter().map(std::slice::from_ref).collect();
+        let (ids, plan) = self.argmax_rows(&items, class_names.len())?;
+        Ok((ids.into_iter().map(|i| class_names[i].as_str()).collect(), plan))
+    }
+
+    fn choose(&mut self, features: &[[Sequence; 2]]) -> Result<(Vec<usize>, PlanUsed)> {
+        let items: Vec<&[Sequence]> = features.iter().map(|f| &f[..]).collect();
+        self.argmax_rows(&items, 2)
+    }
+
+    fn answer(
+        &mut self,
+        examples: &[QaExample],
+        features: &[QaFeature],
+    ) -> Result<(HashMap<String, String>, PlanUsed)> {
+        let items: Vec<&[Sequence]> = features.iter().map(|f| std::slice::from_ref(&f.sequence)).collect();
+        let mut logits: Vec<(Vec<f32>, Vec<f32>)> = vec![Default::default(); features.len()];
+        let plan = self.run(&items, &["start_logits", "end_logits"], |batch, tensors| {
+            let [(start, start_shape), (end, end_shape)] = <[_; 2]>::try_from(tensors).expect("two outputs asked for");
+            let width = start_shape.get(1).copied().unwrap_or(0);
+            ensure!(
+                start_shape == [batch.len(), width] && end_shape == start_shape,
+                "QA logits of shapes {start_shape:?} and {end_shape:?}"
+            );
+            for (row, &item) in batch.iter().enumerate() {
+                let len = features[item].sequence.len();
+                let at = row * width;
+                logits[item] = (start[at..at + len].to_vec(), end[at..at + len].to_vec());
+            }
+            Ok(())
+        })?;
+        let mut windows: Vec<Vec<WindowLogits>> = (0..examples.len()).map(|_| Vec::new()).collect();
+        for (feature, (start, end)) in features.iter().zip(&logits) {
+            windows[feature.example].push(WindowLogits { offsets: &feature.context_offsets, start, end });
+        }
+        let predictions = examples
+            .iter()
+            .zip(&windows)
+            .map(|(example, windows)| (example.id.clone(), best_answer(&example.context, windows)))
+            .collect();
+        Ok((predictions, plan))
+    }
+}
+
+/// Index of the largest value; the first one on ties, as numpy's `argmax`.
+fn argmax(row: &[f32]) -> usize {
+    row.iter().enumerate().fold(0, |best, (i, v)| if *v > row[best] { i } else { best })
+}

@@ -1,0 +1,543 @@
+//! The composed MAD-X encoder as an ONNX graph: embeddings, the invertible adapter, the
+//! transformer layers with their bottleneck adapters, and the head, with the semantics of
+//! Hugging Face `transformers` + the `adapters` library in eval mode.
+//!
+//! The graph uses the op patterns ONNX Runtime fuses. Its session optimizer turns the residual
+//! `Add` + native `LayerNormalization` into `SkipLayerNormalization`, the bias `Add` + erf GELU
+//! (`Div -> Erf -> Add -> Mul -> Mul`) into `BiasGelu`, and `MatMul` + `Div` by sqrt(head size)
+//! into `FusedMatMul`. The attention block (per-head Reshape/Transpose, the
+//! `Unsqueeze -> Unsqueeze -> Cast -> Sub -> Mul` additive mask, `Softmax`) is the BERT pattern
+//! that `onnxruntime.transformers.optimizer` fuses into `Attention`; the session optimizer only
+//! matches it in opset 13 or older models, and `LayerNormalization` needs opset 17.
+use std::collections::HashSet;
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use toolkit_onnx::onnx::{GraphProto, TensorProto};
+use toolkit_onnx::{Attr, Dim, ElemType, GraphBuilder};
+
+use crate::model::config::HiddenAct;
+use crate::model::head::HeadInput;
+use crate::model::{Activation, AdapterSpec, Arch, ComposedModel, Head, HeadType};
+
+/// Storage and compute type of the exported float tensors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Dtype {
+    /// Float32 everywhere: matches the reference within 1e-4.
+    #[default]
+    Fp32,
+    /// Float16 weights and activations, for GPU inference; LayerNorm statistics, the attention
+    /// softmax and the outputs stay in float32.
+    Fp16,
+}
+
+impl Dtype {
+    pub fn elem(self) -> ElemType {
+        match self {
+            Dtype::Fp32 => ElemType::F32,
+            Dtype::Fp16 => ElemType::F16,
+        }
+    }
+
+    /// fp32 values as this type's little-endian bytes.
+    pub fn bytes(self, values: &[f32]) -> Vec<u8> {
+        match self {
+            Dtype::Fp32 => values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+            Dtype::Fp16 => values.iter().flat_map(|v| half::f16::from_f32(*v).to_le_bytes()).collect(),
+        }
+    }
+}
+
+/// Decides where each weight is stored (inline, or in a shared external data file) and
+/// returns the initializer to add. `bytes` is called only when the data must be written.
+pub trait WeightSink {
+    fn tensor(&mut self, name: &str, elem: ElemType, dims: &[i64], bytes: &dyn Fn() -> Vec<u8>) -> Result<TensorProto>;
+}
+
+/// Graph input names, in the order of the model's inputs.
+pub fn input_names(arch: Arch) -> &'static [&'static str] {
+    match arch {
+        Arch::Bert => &["input_ids", "attention_mask", "token_type_ids"],
+        Arch::XlmRoberta => &["input_ids", "attention_mask"],
+    }
+}
+
+/// Builds the graph of `model` (with whatever adapters it holds) and its head.
+pub fn encoder_graph(model: &ComposedModel, dtype: Dtype, sink: &mut dyn WeightSink) -> Result<GraphProto> {
+    let head = model.head.as_ref().context(
+        "the model has no prediction head: give a task adapter saved with its head, or a checkpoint of a \
+         *ForSequenceClassification / *ForQuestionAnswering / *ForMultipleChoice model",
+    )?;
+    let mut b = Builder {
+        g: GraphBuilder::new("toolkit_encoder"),
+        model,
+        sink,
+        dtype,
+        ft: dtype.elem(),
+        added: HashSet::new(),
+    };
+    let inputs = b.inputs(head.head_type);
+    let mut hidden = b.embeddings(&inputs)?;
+    if let Some(adapter) = model.invertible() {
+        hidden = b.invertible_adapter(&hidden, adapter)?;
+    }
+    let mask = b.additive_mask(&inputs.attention_mask);
+    for layer in 0..model.config.num_hidden_layers {
+        hidden = b.layer(&hidden, &mask, layer)?;
+    }
+    b.head(&hidden, head, &inputs)?;
+    Ok(b.g.finish())
+}
+
+/// The symbolic first dimension of multiple-choice inputs flattened to `[batch * choices, sequence]`.
+const ROWS: &str = "batch_x_choices";
+
+/// The flattened `[rows, sequence]` inputs the encoder runs on, and what the head needs to
+/// restore the batch shape.
+struct Inputs {
+    input_ids: String,
+    attention_mask: String,
+    token_type_ids: Option<String>,
+    /// `[batch, choices]` of multiple-choice inputs.
+    choice_shape: Option<String>,
+}
+
+struct Builder<'a> {
+    g: GraphBuilder,
+    model: &'a ComposedModel,
+    sink: &'a mut dyn WeightSink,
+    dtype: Dtype,
+    /// The float type of weights and activations.
+    ft: ElemType,
+    /// Initializers added so far (a LayerNorm may be used more than once).
+    added: HashSet<String>,
+}
+
+impl Builder<'_> {
+    fn inputs(&mut self, head_type: HeadType) -> Inputs {
+        let mc = head_type == HeadType::MultipleChoice;
+        let dims: Vec<Dim> = if mc {
+            vec![Dim::named("batch"), Dim::named("choices"), Dim::named("sequence")]
+        } else {
+            vec![Dim::named("batch"), Dim::named("sequence")]
+        };
+        let names = input_names(self.model.config.arch);
+        let raw: Vec<String> = names.iter().map(|n| self.g.input(n, ElemType::I64, &dims)).collect();
+        if !mc {
+            return Inputs {
+                input_ids: raw[0].clone(),
+                attention_mask: raw[1].clone(),
+                token_type_ids: raw.get(2).cloned(),
+                choice_shape: None,
+            };
+        }
+        // [batch, choices, sequence] -> [batch * choices, sequence].
+        let seq = self.g.node("Shape", "choices/sequence_length", &[&raw[0]]).attr(Attr::int("start", -1)).out();
+        let minus_one = self.g.const_i64("choices/minus_one", &[1], &[-1]);
+        let flat_shape =
+            self.g.node("Concat", "choices/flat_shape", &[&minus_one, &seq]).attr(Attr::int("axis", 0)).out();
+        let choice_shape = self
+            .g
+            .node("Shape", "choices/batch_and_choices", &[&raw[0]])
+            .attr(Attr::int("start", 0))
+            .attr(Attr::int("end", 2))
+            .out();
+        let flat: Vec<String> = raw
+            .iter()
+            .zip(names)
+            .map(|(input, name)| {
+                let flat = self.g.node("Reshape", &format!("choices/flat_{name}"), &[input, &flat_shape]).out();
+                self.g.value_info(&flat, ElemType::I64, &[Dim::named(ROWS), Dim::named("sequence")]);
+                flat
+            })
+            .collect();
+        Inputs {
+            input_ids: flat[0].clone(),
+            attention_mask: flat[1].clone(),
+            token_type_ids: flat.get(2).cloned(),
+            choice_shape: Some(choice_shape),
+        }
+    }
+
+    // ---- weights ------------------------------------------------------------------------
+
+    fn shape_of(&self, name: &str) -> Result<Vec<usize>> {
+        match self.model.weights.entry(name) {
+            Some(e) => Ok(e.tensor.shape.clone()),
+            None => self.model.weights.get(name, &[]).map(|t| t.shape.clone()), // the error names what is missing
+        }
+    }
+
+    /// A checkpoint tensor as it is stored.
+    fn weight(&mut self, name: &str, shape: &[usize]) -> Result<String> {
+        if self.added.contains(name) {
+            return Ok(name.to_string());
+        }
+        let tensor = self.model.weights.get(name, shape)?;
+        let dtype = self.dtype;
+        let dims: Vec<i64> = shape.iter().map(|&d| d as i64).collect();
+        let proto = self.sink.tensor(name, self.ft, &dims, &|| dtype.bytes(&tensor.data))?;
+        self.added.insert(name.to_string());
+        Ok(self.g.initializer(proto))
+    }
+
+    /// The `[out, in]` weight of a `torch.nn.Linear` as the `[in, out]` right operand of MatMul.
+    fn weight_transposed(&mut self, name: &str, out_dim: usize, in_dim: usize) -> Result<String> {
+        let transposed = format!("{name}.T");
+        if self.added.contains(&transposed) {
+            return Ok(transposed);
+        }
+        let tensor = self.model.weights.get(name, &[out_dim, in_dim])?;
+        let dtype = self.dtype;
+        let bytes = || {
+            let mut t = vec![0f32; tensor.data.len()];
+            for (o, row) in tensor.data.chunks_exact(in_dim).enumerate() {
+                for (i, v) in row.iter().enumerate() {
+                    t[i * out_dim + o] = *v;
+                }
+            }
+            dtype.bytes(&t)
+        };
+        let proto = self.sink.tensor(&transposed, self.ft, &[in_dim as i64, out_dim as i64], &bytes)?;
+        self.added.insert(transposed);
+        Ok(self.g.initializer(proto))
+    }
+
+    /// A float scalar constant in the graph's float type.
+    fn scalar(&mut self, name: &str, value: f32) -> String {
+        self.scalar_of(name, self.ft, value)
+    }
+
+    fn scalar_of(&mut self, name: &str, elem: ElemType, value: f32) -> String {
+        let bytes = if elem == ElemType::F16 { Dtype::Fp16.bytes(&[value]) } else { Dtype::Fp32.bytes(&[value]) };
+        self.g.constant(name, elem, &[], bytes)
+    }
+
+    // ---- building blocks ----------------------------------------------------------------
+
+    /// `x @ W^T + b` of the `torch.nn.Linear` under `prefix`.
+    fn linear(&mut self, x: &str, prefix: &str, in_dim: usize, out_dim: usize, bias: bool) -> Result<String> {
+        let w = self.weight_transposed(&format!("{prefix}.weight"), out_dim, in_dim)?;
+        let y = self.g.node("MatMul", &format!("{prefix}/MatMul"), &[x, &w]).out();
+        if !bias {
+            return Ok(y);
+        }
+        let b = self.weight(&format!("{prefix}.bias"), &[out_dim])?;
+        Ok(self.g.node("Add", &format!("{prefix}/Add"), &[&y, &b]).out())
+    }
+
+    /// A linear layer whose sizes are read from its stored weight.
+    fn linear_auto(&mut self, x: &str, prefix: &str) -> Result<(String, usize)> {
+        let shape = self.shape_of(&format!("{prefix}.weight"))?;
+        let [out_dim, in_dim] = shape[..] else {
+            bail!("`{prefix}.weight` has shape {shape:?}, expected 2 dimensions")
+        };
+        Ok((self.linear(x, prefix, in_dim, out_dim, true)?, out_dim))
+    }
+
+    fn layer_norm(&mut self, x: &str, prefix: &str) -> Result<String> {
+        let h = self.model.config.hidden_size;
+        let w = self.weight(&format!("{prefix}.weight"), &[h])?;
+        let b = self.weight(&format!("{prefix}.bias"), &[h])?;
+        Ok(self
+            .g
+            .node("LayerNormalization", prefix, &[x, &w, &b])
+            .attr(Attr::int("axis", -1))
+            .attr(Attr::float("epsilon", self.model.config.layer_norm_eps as f32))
+            // Mean and variance in float32 also for fp16 inputs.
+            .attr(Attr::int("stash_type", 1))
+            .out())
+    }
+
+    /// `x * 0.5 * (1 + erf(x / sqrt(2)))`, the exact GELU of `torch.nn.functional.gelu`.
+    fn gelu(&mut self, x: &str, name: &str) -> String {
+        let sqrt2 = self.scalar(&format!("{name}/sqrt2"), std::f32::consts::SQRT_2);
+        let one = self.scalar(&format!("{name}/one"), 1.0);
+        let half = self.scalar(&format!("{name}/half"), 0.5);
+        let d = self.g.node("Div", &format!("{name}/Div"), &[x, &sqrt2]).out();
+        let e = self.g.node("Erf", &format!("{name}/Erf"), &[&d]).out();
+        let a = self.g.node("Add", &format!("{name}/Add"), &[&e, &one]).out();
+        let m = self.g.node("Mul", &format!("{name}/Mul"), &[x, &a]).out();
+        self.g.node("Mul", &format!("{name}/Mul_half"), &[&m, &half]).out()
+    }
+
+    fn activation(&mut self, x: &str, act: Activation, name: &str) -> String {
+        match act {
+            Activation::Relu => self.g.node("Relu", &format!("{name}/Relu"), &[x]).out(),
+            Activation::Tanh => self.g.node("Tanh", &format!("{name}/Tanh"), &[x]).out(),
+            Activation::Gelu => self.gelu(x, &format!("{name}/Gelu")),
+            Activation::Silu => {
+                let s = self.g.node("Sigmoid", &format!("{name}/Sigmoid"), &[x]).out();
+                self.g.node("Mul", &format!("{name}/Mul"), &[x, &s]).out()
+            }
+        }
+    }
+
+    // ---- embeddings -----------------------------------------------------------------------
+
+    fn embeddings(&mut self, inputs: &Inputs) -> Result<String> {
+        let cfg = &self.model.config;
+        let (h, vocab, max_pos, types) =
+            (cfg.hidden_size, cfg.vocab_size, cfg.max_position_embeddings, cfg.type_vocab_size);
+        let word = self.weight("embeddings.word_embeddings.weight", &[vocab, h])?;
+        let pos_table = self.weight("embeddings.position_embeddings.weight", &[max_pos, h])?;
+        let type_table = self.weight("embeddings.token_type_embeddings.weight", &[types, h])?;
+        let ids = &inputs.input_ids;
+
+        let words = self.g.node("Gather", "embeddings.word_embeddings", &[&word, ids]).out();
+        // Token types: the input for BERT; type 0 everywhere for XLM-R.
+        let type_ids = match &inputs.token_type_ids {
+            Some(tt) => tt.clone(),
+            None => self.g.const_i64("embeddings.token_type_ids", &[], &[0]),
+        };
+        let types = self.g.node("Gather", "embeddings.token_type_embeddings", &[&type_table, &type_ids]).out();
+        let x = self.g.node("Add", "embeddings/Add_token_type", &[&words, &types]).out();
+
+        let positions = if self.model.config.arch.offsets_positions() {
+            // RoBERTa: cumsum(ids != pad) * (ids != pad) + pad.
+            let pad = self.g.const_i64("embeddings.padding_idx", &[], &[self.model.config.pad_token_id]);
+            let eq = self.g.node("Equal", "embeddings/is_pad", &[ids, &pad]).out();
+            let not_pad = self.g.node("Not", "embeddings/not_pad", &[&eq]).out();
+            let mask = self
+                .g
+                .node("Cast", "embeddings/not_pad_i64", &[&not_pad])
+                .attr(Attr::int("to", ElemType::I64.onnx() as i64))
+                .out();
+            let axis = self.g.const_i64("embeddings/cumsum_axis", &[], &[1]);
+            let cum = self.g.node("CumSum", "embeddings/CumSum", &[&mask, &axis]).out();
+            let masked = self.g.node("Mul", "embeddings/position_mask", &[&cum, &mask]).out();
+            let pos_ids = self.g.node("Add", "embeddings/position_ids", &[&masked, &pad]).out();
+            self.g.node("Gather", "embeddings.position_embeddings", &[&pos_table, &pos_ids]).out()
+        } else {
+            // BERT: positions 0..sequence, the first rows of the table.
+            let len = self
+                .g
+                .node("Shape", "embeddings/sequence_length", &[ids])
+                .attr(Attr::int("start", 1))
+                .attr(Attr::int("end", 2))
+                .out();
+            let zero = self.g.const_i64("embeddings/zero", &[1], &[0]);
+            let axis = self.g.const_i64("embeddings/axis0", &[1], &[0]);
+            self.g.node("Slice", "embeddings.position_embeddings", &[&pos_table, &zero, &len, &axis]).out()
+        };
+        let x = self.g.node("Add", "embeddings/Add_position", &[&x, &positions]).out();
+        let rows = if inputs.choice_shape.is_some() { ROWS } else { "batch" };
+        self.g.value_info(&x, self.ft, &[Dim::named(rows), Dim::named("sequence"), Dim::Fixed(h as i64)]);
+        self.layer_norm(&x, "embeddings.LayerNorm")
+    }
+
+    /// The NICE coupling block of a MAD-X language adapter on the embedding output:
+    /// y1 = x1 + F(x2), y2 = x2 + G(y1), out = [y1, y2].
+    fn invertible_adapter(&mut self, x: &str, adapter: &AdapterSpec) -> Result<String> {
+        let prefix = adapter.invertible_prefix();
+        let act = adapter.config.inv_adapter.as_ref().map_or(Activation::Relu, |inv| inv.non_linearity);
+        let h = self.model.config.hidden_size;
+        let (h1, h2) = (h / 2, h - h / 2);
+        let split = self.g.const_i64(&format!("{prefix}/split"), &[2], &[h1 as i64, h2 as i64]);
+        let halves = self.g.node("Split", &format!("{prefix}/Split"), &[x, &split]).attr(Attr::int("axis", -1)).outs(2);
+        let f = self.coupling_mlp(&halves[1], &format!("{prefix}.F"), act, h1)?;
+        let y1 = self.g.node("Add", &format!("{prefix}/y1"), &[&halves[0], &f]).out();
+        let g = self.coupling_mlp(&y1, &format!("{prefix}.G"), act, h2)?;
+        let y2 = self.g.node("Add", &format!("{prefix}/y2"), &[&halves[1], &g]).out();
+        Ok(self.g.node("Concat", &format!("{prefix}/Concat"), &[&y1, &y2]).attr(Attr::int("axis", -1)).out())
+    }
+
+    /// `Linear(.0) -> activation -> Linear(.2)` of a coupling block, checked to map to `out_dim`.
+    fn coupling_mlp(&mut self, x: &str, prefix: &str, act: Activation, out_dim: usize) -> Result<String> {
+        let (y, _) = self.linear_auto(x, &format!("{prefix}.0"))?;
+        let y = self.activation(&y, act, &format!("{prefix}.1"));
+        let (y, out) = self.linear_auto(&y, &format!("{prefix}.2"))?;
+        if out != out_dim {
+            bail!("`{prefix}.2.weight` maps to {out} features, expected {out_dim}");
+        }
+        Ok(y)
+    }
+
+    // ---- transformer layers ---------------------------------------------------------------
+
+    /// `(1 - mask) * min` as `[rows, 1, 1, sequence]` float32, added to the attention scores
+    /// (two single-axis `Unsqueeze`s, as the attention fusions expect).
+    fn additive_mask(&mut self, mask: &str) -> String {
+        let axis1 = self.g.const_i64("attention_mask/axis1", &[1], &[1]);
+        let axis2 = self.g.const_i64("attention_mask/axis2", &[1], &[2]);
+        let m = self.g.node("Unsqueeze", "attention_mask/Unsqueeze_1", &[mask, &axis1]).out();
+        let m = self.g.node("Unsqueeze", "attention_mask/Unsqueeze_2", &[&m, &axis2]).out();
+        let m =
+            self.g.node("Cast", "attention_mask/Cast", &[&m]).attr(Attr::int("to", ElemType::F32.onnx() as i64)).out();
+        let one = self.scalar_of("attention_mask/one", ElemType::F32, 1.0);
+        let inv = self.g.node("Sub", "attention_mask/Sub", &[&one, &m]).out();
+        let min = self.scalar_of("attention_mask/min", ElemType::F32, f32::MIN);
+        self.g.node("Mul", "attention_mask/Mul", &[&inv, &min]).out()
+    }
+
+    fn layer(&mut self, x: &str, mask: &str, layer: usize) -> Result<String> {
+        let cfg = &self.model.config;
+        let (h, inter) = (cfg.hidden_size, cfg.intermediate_size);
+        let p = format!("encoder.layer.{layer}");
+        let context = self.self_attention(x, mask, &format!("{p}.attention.self"))?;
+        let dense = self.linear(&context, &format!("{p}.attention.output.dense"), h, h, true)?;
+        let sum = self.g.node("Add", &format!("{p}.attention.output/residual"), &[&dense, x]).out();
+        let attn = self.layer_norm(&sum, &format!("{p}.attention.output.LayerNorm"))?;
+
+        let up = self.linear(&attn, &format!("{p}.intermediate.dense"), h, inter, true)?;
+        let act = match self.model.config.hidden_act {
+            HiddenAct::Gelu => self.gelu(&up, &format!("{p}.intermediate.intermediate_act_fn")),
+            HiddenAct::Relu => self.g.node("Relu", &format!("{p}.intermediate/Relu"), &[&up]).out(),
+        };
+        let out = self.linear(&act, &format!("{p}.output.dense"), inter, h, true)?;
+        self.adapters_and_output(&out, &attn, layer)
+    }
+
+    fn self_attention(&mut self, x: &str, mask: &str, p: &str) -> Result<String> {
+        let cfg = &self.model.config;
+        let (h, heads, d) = (cfg.hidden_size, cfg.num_attention_heads, cfg.head_dim());
+        let split_shape = self.g.const_i64(&format!("{p}/heads_shape"), &[4], &[0, 0, heads as i64, d as i64]);
+        let project = |b: &mut Self, which: &str, perm: &[i64]| -> Result<String> {
+            let y = b.linear(x, &format!("{p}.{which}"), h, h, true)?;
+            let y = b.g.node("Reshape", &format!("{p}.{which}/Reshape"), &[&y, &split_shape]).out();
+            Ok(b.g.node("Transpose", &format!("{p}.{which}/Transpose"), &[&y]).attr(Attr::ints("perm", perm)).out())
+        };
+        let q = project(self, "query", &[0, 2, 1, 3])?;
+        let k = project(self, "key", &[0, 2, 3, 1])?;
+        let v = project(self, "value", &[0, 2, 1, 3])?;
+
+        let scores = self.g.node("MatMul", &format!("{p}/scores"), &[&q, &k]).out();
+        let scale = self.scalar(&format!("{p}/sqrt_head_size"), (d as f32).sqrt());
+        let scores = self.g.node("Div", &format!("{p}/scaled_scores"), &[&scores, &scale]).out();
+        let scores = self.cast_to_f32(&scores, &format!("{p}/scores_f32"));
+        let scores = self.g.node("Add", &format!("{p}/masked_scores"), &[&scores, mask]).out();
+        let probs = self.g.node("Softmax", &format!("{p}/Softmax"), &[&scores]).attr(Attr::int("axis", -1)).out();
+        let probs = self.cast_to_compute(&probs, &format!("{p}/probs"));
+        let ctx = self.g.node("MatMul", &format!("{p}/context"), &[&probs, &v]).out();
+        let ctx = self
+            .g
+            .node("Transpose", &format!("{p}/context/Transpose"), &[&ctx])
+            .attr(Attr::ints("perm", &[0, 2, 1, 3]))
+            .out();
+        let merged = self.g.const_i64(&format!("{p}/merged_shape"), &[3], &[0, 0, h as i64]);
+        Ok(self.g.node("Reshape", &format!("{p}/context/Reshape"), &[&ctx, &merged]).out())
+    }
+
+    /// The stack's bottleneck adapters after the feed-forward block, then the output LayerNorm:
+    /// for each adapter, z = LN(h + a) (original_ln_before), residual = h (residual_before_ln)
+    /// or z, h = up(act(down(z))) * scaling + residual; finally LN(h + a) (original_ln_after of
+    /// the last adapter applied).
+    fn adapters_and_output(&mut self, ffn: &str, attn: &str, layer: usize) -> Result<String> {
+        let out_ln = format!("encoder.layer.{layer}.output.LayerNorm");
+        let stack: Vec<AdapterSpec> = self.model.stack().into_iter().filter(|a| a.in_layer(layer)).cloned().collect();
+        let mut h = ffn.to_string();
+        for adapter in &stack {
+            let p = adapter.layer_prefix(layer);
+            let cfg = &adapter.config;
+            let sum = self.g.node("Add", &format!("{p}/input_residual"), &[&h, attn]).out();
+            let z = if cfg.original_ln_before { self.layer_norm(&sum, &out_ln)? } else { sum };
+            let residual = if cfg.residual_before_ln { h.clone() } else { z.clone() };
+            let (down, _) = self.linear_auto(&z, &format!("{p}.adapter_down.0"))?;
+            let down = self.activation(&down, cfg.non_linearity, &format!("{p}.adapter_down.1"));
+            let (up, out_dim) = self.linear_auto(&down, &format!("{p}.adapter_up"))?;
+            if out_dim != self.model.config.hidden_size {
+                bail!(
+                    "`{p}.adapter_up.weight` maps to {out_dim} features, expected the hidden size {}",
+                    self.model.config.hidden_size
+                );
+            }
+            let up = if cfg.scaling != 1.0 {
+                let s = self.scalar(&format!("{p}/scaling"), cfg.scaling as f32);
+                self.g.node("Mul", &format!("{p}/Mul_scaling"), &[&up, &s]).out()
+            } else {
+                up
+            };
+            h = self.g.node("Add", &format!("{p}/Add_residual"), &[&up, &residual]).out();
+        }
+        let sum = self.g.node("Add", &format!("encoder.layer.{layer}.output/residual"), &[&h, attn]).out();
+        match stack.last() {
+            Some(last) if !last.config.original_ln_after => Ok(sum),
+            _ => self.layer_norm(&sum, &out_ln),
+        }
+    }
+
+    // ---- head ---------------------------------------------------------------------------
+
+    fn head(&mut self, hidden: &str, head: &Head, inputs: &Inputs) -> Result<()> {
+        let h = self.model.config.hidden_size;
+        let mut x = match head.input {
+            HeadInput::Tokens => hidden.to_string(),
+            HeadInput::FirstToken | HeadInput::Pooler => {
+                let zero = self.g.const_i64("head/first_token_index", &[], &[0]);
+                let first =
+                    self.g.node("Gather", "head/first_token", &[hidden, &zero]).attr(Attr::int("axis", 1)).out();
+                if head.input == HeadInput::Pooler {
+                    let pooled = self.linear(&first, "pooler.dense", h, h, true)?;
+                    self.g.node("Tanh", "pooler.activation", &[&pooled]).out()
+                } else {
+                    first
+                }
+            }
+        };
+        for (i, lin) in head.layers.iter().enumerate() {
+            if i > 0 {
+                if let Some(act) = head.activation {
+                    x = self.activation(&x, act, &format!("{}/activation", lin.prefix));
+                }
+            }
+            x = self.linear(&x, &lin.prefix, lin.in_dim, lin.out_dim, lin.bias)?;
+        }
+
+        let batch = Dim::named("batch");
+        match head.head_type {
+            HeadType::Classification => {
+                let logits = self.output(&x, "logits");
+                self.g.output(&logits, ElemType::F32, &[batch, Dim::Fixed(head.num_outputs() as i64)]);
+            }
+            HeadType::MultipleChoice => {
+                let shape = inputs.choice_shape.as_deref().context("multiple-choice inputs were not flattened")?;
+                let x = self.g.node("Reshape", "head/choices", &[&x, shape]).out();
+                let logits = self.output(&x, "logits");
+                self.g.output(&logits, ElemType::F32, &[batch, Dim::named("choices")]);
+            }
+            HeadType::QuestionAnswering => {
+                if head.num_outputs() != 2 {
+                    bail!(
+                        "a question-answering head needs 2 outputs (start, end), this one has {}",
+                        head.num_outputs()
+                    );
+                }
+                let split = self.g.const_i64("head/split", &[2], &[1, 1]);
+                let parts = self.g.node("Split", "head/Split", &[&x, &split]).attr(Attr::int("axis", -1)).outs(2);
+                let axes = self.g.const_i64("head/squeeze_axes", &[1], &[-1]);
+                for (part, name) in parts.iter().zip(["start_logits", "end_logits"]) {
+                    let y = self.g.node("Squeeze", &format!("head/{name}"), &[part, &axes]).out();
+                    let y = self.output(&y, name);
+                    self.g.output(&y, ElemType::F32, &[batch.clone(), Dim::named("sequence")]);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Names `x` as the graph output `name`, in float32.
+    fn output(&mut self, x: &str, name: &str) -> String {
+        if self.ft == ElemType::F32 {
+            return self.g.rename(x, name);
+        }
+        self.g
+            .node("Cast", &format!("head/{name}"), &[x])
+            .attr(Attr::int("to", ElemType::F32.onnx() as i64))
+            .out_as(name)
+    }
+
+    fn cast_to_f32(&mut self, x: &str, name: &str) -> String {
+        if self.ft == ElemType::F32 {
+            return x.to_string();
+        }
+        self.g.node("Cast", name, &[x]).attr(Attr::int("to", ElemType::F32.onnx() as i64)).out()
+    }
+
+    fn cast_to_compute(&mut self, x: &str, name: &str) -> String {
+        if self.ft == ElemType::F32 {
+            return x.to_string();
+        }
+        self.g.node("Cast", name, &[x]).attr(Attr::int("to", self.ft.onnx() as i64)).out()
+    }
+}

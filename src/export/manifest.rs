@@ -1,0 +1,90 @@
+//! `export.json`: what an export folder holds, for the evaluator. Each model also carries the
+//! same facts in its ONNX `metadata_props`.
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+
+use super::graph::Dtype;
+use crate::model::{Arch, HeadType};
+
+pub const MANIFEST: &str = "export.json";
+pub const TOKENIZER: &str = "tokenizer.json";
+pub const SHARED_DATA: &str = "shared.bin";
+/// The model file of an export without a language adapter.
+pub const NO_LANG_MODEL: &str = "model.onnx";
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExportManifest {
+    pub format_version: u32,
+    pub toolkit_version: String,
+    pub arch: Arch,
+    pub head_type: HeadType,
+    /// Label names in id order (classification only).
+    pub labels: Vec<String>,
+    /// Graph inputs in order; int64, `[batch, sequence]` (`[batch, choices, sequence]` for
+    /// multiple choice).
+    pub inputs: Vec<String>,
+    /// Graph outputs, float32.
+    pub outputs: Vec<String>,
+    pub dtype: Dtype,
+    /// Longest input the model takes (position embeddings).
+    pub max_seq_len: usize,
+    /// File names inside the export folder.
+    pub tokenizer: String,
+    pub shared_data: String,
+    pub base_model: PathBuf,
+    pub task_adapter: Option<PathBuf>,
+    pub models: Vec<ExportedModel>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExportedModel {
+    /// `None` for the export without a language adapter.
+    pub language: Option<String>,
+    pub file: String,
+    pub lang_adapter: Option<PathBuf>,
+    /// Adapter names in stack order, bottom first.
+    pub adapters: Vec<String>,
+}
+
+impl ExportManifest {
+    pub const FORMAT_VERSION: u32 = 1;
+
+    pub fn load(dir: &Path) -> Result<Self> {
+        let path = dir.join(MANIFEST);
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {} (is {} a `toolkit export` folder?)", path.display(), dir.display()))?;
+        let manifest: Self =
+            serde_json::from_str(&text).with_context(|| format!("{}: not a valid export manifest", path.display()))?;
+        if manifest.format_version != Self::FORMAT_VERSION {
+            bail!(
+                "{}: export format {} is not supported by this toolkit (expects {}); export again",
+                path.display(),
+                manifest.format_version,
+                Self::FORMAT_VERSION
+            );
+        }
+        Ok(manifest)
+    }
+
+    /// The model of `language` (`None`: the one without a language adapter).
+    pub fn model(&self, language: Option<&str>) -> Result<&ExportedModel> {
+        self.models.iter().find(|m| m.language.as_deref() == language).with_context(|| {
+            let have: Vec<String> = self
+                .models
+                .iter()
+                .map(|m| m.language.clone().unwrap_or_else(|| "(no language adapter)".into()))
+                .collect();
+            format!(
+                "the export has no model for {}; it has: {}",
+                language.unwrap_or("(no language adapter)"),
+                have.join(", ")
+            )
+        })
+    }
+
+    pub fn languages(&self) -> Vec<&str> {
+        self.models.iter().filter_map(|m| m.language.as_deref()).collect()
+    }
+}

@@ -1,0 +1,116 @@
+//! Sentence-pair encoding with the truncation settings each task uses.
+use anyhow::{anyhow, bail, Result};
+use tokenizers::{Encoding, PostProcessor, Tokenizer, TruncationParams, TruncationStrategy};
+
+/// How a pair longer than `max_length` tokens (special tokens included) is cut.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Truncation {
+    pub max_length: usize,
+    pub strategy: TruncationStrategy,
+    /// Tokens shared by consecutive overflow windows; 0 = no windows kept.
+    pub stride: usize,
+}
+
+impl Truncation {
+    /// Hugging Face's `truncation=True`: drop tokens from the longer sequence first.
+    pub fn longest_first(max_length: usize) -> Truncation {
+        Truncation { max_length, strategy: TruncationStrategy::LongestFirst, stride: 0 }
+    }
+}
+
+/// Encodes `(first, second)` pairs with special tokens, character offsets and `truncation`,
+/// without padding (batches are padded when they are built). Windows past the first are in
+/// each encoding's `get_overflowing()`.
+///
+/// Each side is tokenised whole and truncation applied afterwards, in `post_process`:
+/// tokenizers 0.23 cuts every sequence to `max_length` tokens while tokenising when
+/// truncation is set, which loses all overflow windows but the first.
+pub fn encode_pairs(
+    tokenizer: &Tokenizer,
+    pairs: Vec<(String, String)>,
+    truncation: Truncation,
+) -> Result<Vec<Encoding>> {
+    let mut whole = tokenizer.clone();
+    whole.with_padding(None);
+    whole.with_truncation(None).map_err(|e| anyhow!("truncation settings: {e}"))?;
+    let mut truncating = whole.clone();
+    truncating
+        .with_truncation(Some(TruncationParams {
+            max_length: truncation.max_length,
+            strategy: truncation.strategy,
+            stride: truncation.stride,
+            ..TruncationParams::default()
+        }))
+        .map_err(|e| anyhow!("truncation settings: {e}"))?;
+    let (firsts, seconds): (Vec<String>, Vec<String>) = pairs.into_iter().unzip();
+    let tokenize =
+        |texts: Vec<String>| whole.encode_batch_char_offsets(texts, false).map_err(|e| anyhow!("tokenizing: {e}"));
+    let (firsts, seconds) = (tokenize(firsts)?, tokenize(seconds)?);
+    if truncation.strategy == TruncationStrategy::OnlySecond {
+        check_room_for_windows(&whole, &firsts, &seconds, truncation)?;
+    }
+    firsts
+        .into_iter()
+        .zip(seconds)
+        .map(|(first, second)| {
+            let mut encoding =
+                truncating.post_process(first, Some(second), true).map_err(|e| anyhow!("truncating: {e}"))?;
+            align_window_type_ids(&mut encoding);
+            Ok(encoding)
+        })
+        .collect()
+}
+
+/// Gives every overflow window the token types of the first window: the post-processors
+/// type only the windows they are given, so the later windows of a template tokenizer (XLM-R,
+/// e5) would keep the raw per-sequence types and differ from the first window. The first
+/// sequence and its special tokens are the same in every window (only the second is cut).
+fn align_window_type_ids(encoding: &mut Encoding) {
+    let types = encoding.get_type_ids().to_vec();
+    let sequences = encoding.get_sequence_ids();
+    let (Some(second_at), Some(&last)) = (sequences.iter().position(|s| *s == Some(1)), types.last()) else {
+        return;
+    };
+    let second_type = types[second_at];
+    for window in encoding.get_overflowing_mut() {
+        let window_types = window
+            .get_sequence_ids()
+            .iter()
+            .enumerate()
+            .map(|(k, sequence)| match sequence {
+                Some(1) => second_type,
+                _ if k < second_at => types[k],
+                _ => last,
+            })
+            .collect();
+        window.set_type_ids(window_types);
+    }
+}
+
+/// Windows over the second sequence need more room than the stride beside the first sequence
+/// and the special tokens; tokenizers would panic otherwise.
+fn check_room_for_windows(
+    tokenizer: &Tokenizer,
+    firsts: &[Encoding],
+    seconds: &[Encoding],
+    truncation: Truncation,
+) -> Result<()> {
+    let special = tokenizer.get_post_processor().map_or(0, |p| p.added_tokens(true));
+    for (i, (first, second)) in firsts.iter().zip(seconds).enumerate() {
+        if first.len() + second.len() + special <= truncation.max_length {
+            continue;
+        }
+        let room = truncation.max_length.saturating_sub(first.len() + special);
+        if room <= truncation.stride {
+            bail!(
+                "input {}: the first sequence has {} tokens, leaving {room} of max_length {} for windows of the \
+                 second, which must be more than the stride {}",
+                i + 1,
+                first.len(),
+                truncation.max_length,
+                truncation.stride
+            );
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,287 @@
+//! `toolkit export` against the reference stack (transformers + adapters): each fixture case
+//! is exported and run in ONNX Runtime on its padded batch of mixed lengths; the outputs
+//! match the stored reference within 1e-4 (fp32) and 1e-2 (fp16). Also: several languages
+//! share one external data file, metadata and manifest, atomic failure, and which fusions
+//! ONNX Runtime's optimizer makes.
+#![cfg(feature = "eval")]
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use common::{max_abs_diff, parity_cases, Case};
+use ort::value::Tensor;
+use toolkit::export::{export, Dtype, ExportManifest, ExportPlan};
+use toolkit::runtime::{self, Device, Provider, SessionConfig};
+use toolkit_onnx::onnx::ModelProto;
+use toolkit_onnx::prost::Message;
+
+const FP32_TOLERANCE: f64 = 1e-4;
+const FP16_TOLERANCE: f64 = 1e-2;
+
+/// A WordPiece vocabulary, so that the export can ship a tokenizer (the fixture models have none).
+fn tokenizer_dir(root: &Path) -> PathBuf {
+    let dir = root.join("tokenizer");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("vocab.txt"), "[PAD]\n[UNK]\n[CLS]\n[SEP]\n[MASK]\nhello\nworld\n").unwrap();
+    dir
+}
+
+fn plan(case: &Case, root: &Path, languages: &[&str], dtype: Dtype) -> ExportPlan {
+    let files = case.files();
+    let languages = match &files.lang_adapter {
+        Some(dir) => languages.iter().map(|l| (Some(l.to_string()), Some(dir.clone()))).collect(),
+        None => vec![(None, None)],
+    };
+    ExportPlan {
+        model_dir: files.model_dir,
+        task_adapter: files.task_adapter,
+        languages,
+        dtype,
+        max_seq_len: None,
+        tokenizer_dir: tokenizer_dir(root),
+        out: root.join("export"),
+    }
+}
+
+/// Runs the exported model on the case's inputs; returns each output as (flat data, shape).
+fn run(model: &Path, case: &Case) -> BTreeMap<String, (Vec<f64>, Vec<usize>)> {
+    let config = SessionConfig { device: Device::Cpu, intra_threads: Some(1), ..SessionConfig::default() };
+    let mut session = runtime::session_with(model, &config).unwrap().session;
+    let mut inputs: Vec<(String, Tensor<i64>)> = Vec::new();
+    for name in ["input_ids", "attention_mask", "token_type_ids"] {
+        if let Some((data, shape)) = case.input(name) {
+            if session.inputs().iter().any(|i| i.name() == name) {
+                inputs.push((name.to_string(), Tensor::from_array((shape, data)).unwrap()));
+            }
+        }
+    }
+    let outputs = session.run(inputs).unwrap();
+    outputs
+        .iter()
+        .map(|(name, value)| {
+            let (shape, data) = value.try_extract_tensor::<f32>().unwrap();
+            let shape: Vec<usize> = shape.iter().map(|&d| d as usize).collect();
+            (name.to_string(), (data.iter().map(|&v| v as f64).collect(), shape))
+        })
+        .collect()
+}
+
+/// Exports every case and compares; returns (case, output, max abs diff) rows.
+fn check_all_cases(dtype: Dtype, tolerance: f64) -> Vec<String> {
+    let mut report = Vec::new();
+    for dir in parity_cases() {
+        let case = Case::load(&dir);
+        let root = tempfile::tempdir().unwrap();
+        let plan = plan(&case, root.path(), &["xx"], dtype);
+        let summary = export(&plan).unwrap_or_else(|e| panic!("{}: {e:#}", case.name()));
+        let model = plan.out.join(&summary.manifest.models[0].file);
+        let ours = run(&model, &case);
+        for (name, expected, shape) in case.outputs() {
+            let (got, got_shape) = ours.get(&name).unwrap_or_else(|| panic!("{}: no output `{name}`", case.name()));
+            assert_eq!(got_shape, &shape, "{}: shape of `{name}`", case.name());
+            let diff = max_abs_diff(got, &expected);
+            report.push(format!("{:<24} {name:<13} {diff:.2e}", case.name()));
+            assert!(diff < tolerance, "{}: `{name}` differs by {diff:e} ({dtype:?})", case.name());
+        }
+    }
+    report
+}
+
+#[test]
+fn fp32_exports_match_reference_outputs() {
+    let report = check_all_cases(Dtype::Fp32, FP32_TOLERANCE);
+    eprintln!("fp32 max abs diff per case:\n{}", report.join("\n"));
+}
+
+#[test]
+fn fp16_exports_match_reference_outputs() {
+    let report = check_all_cases(Dtype::Fp16, FP16_TOLERANCE);
+    eprintln!("fp16 max abs diff per case:\n{}", report.join("\n"));
+}
+
+fn load_model(path: &Path) -> ModelProto {
+    ModelProto::decode(std::fs::read(path).unwrap().as_slice()).unwrap()
+}
+
+#[test]
+fn languages_share_one_external_data_file() {
+    let case = Case::load(&common::repo().join("tests/fixtures/parity/bert_stack_cls_hf"));
+    let root = tempfile::tempdir().unwrap();
+    let plan = plan(&case, root.path(), &["th", "sw", "zh"], Dtype::Fp32);
+    let summary = export(&plan).unwrap();
+
+    let mut files: Vec<String> =
+        std::fs::read_dir(&plan.out).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    files.sort();
+    assert_eq!(files, ["export.json", "shared.bin", "sw.onnx", "th.onnx", "tokenizer.json", "zh.onnx"]);
+
+    let manifest = ExportManifest::load(&plan.out).unwrap();
+    assert_eq!(manifest, summary.manifest);
+    assert_eq!(manifest.languages(), ["th", "sw", "zh"]);
+    assert_eq!(manifest.inputs, ["input_ids", "attention_mask", "token_type_ids"]);
+    assert_eq!(manifest.labels, ["LABEL_0", "LABEL_1", "LABEL_2"]);
+
+    for lang in ["th", "sw", "zh"] {
+        let model = load_model(&plan.out.join(format!("{lang}.onnx")));
+        let graph = model.graph.as_ref().unwrap();
+        for t in &graph.initializer {
+            let name = t.name.as_deref().unwrap();
+            let external = !t.external_data.is_empty();
+            let lang_tensor = name.contains(".adapters.lang.") || name.starts_with("invertible_adapters.lang.");
+            assert_eq!(external, !lang_tensor && t.raw_data.is_none(), "{lang}: `{name}`");
+            if external {
+                let location = t.external_data.iter().find(|e| e.key.as_deref() == Some("location")).unwrap();
+                assert_eq!(location.value.as_deref(), Some("shared.bin"));
+            }
+        }
+        let meta: BTreeMap<String, String> =
+            model.metadata_props.iter().map(|e| (e.key.clone().unwrap(), e.value.clone().unwrap())).collect();
+        assert_eq!(meta["language"], lang);
+        assert_eq!(meta["head_type"], "\"classification\"");
+        assert_eq!(meta["labels"], r#"["LABEL_0","LABEL_1","LABEL_2"]"#);
+        assert_eq!(meta["tokenizer"], "tokenizer.json");
+        assert!(meta["adapters"].contains(r#""role":"language""#) && meta["adapters"].contains(r#""role":"task""#));
+        assert!(meta.contains_key("base_model") && meta.contains_key("max_seq_len"));
+        assert_eq!(model.opset_import[0].version, Some(17));
+
+        // Every language's model runs from the shared file.
+        let expected = &case.outputs()[0].1;
+        let got = &run(&plan.out.join(format!("{lang}.onnx")), &case)["logits"].0;
+        assert!(max_abs_diff(got, expected) < FP32_TOLERANCE, "{lang}");
+    }
+    // The shared file is written once: its size is that of one language's shared weights.
+    let single_root = tempfile::tempdir().unwrap();
+    let single = export(&self::plan(&case, single_root.path(), &["th"], Dtype::Fp32)).unwrap();
+    assert_eq!(summary.shared_bytes, single.shared_bytes);
+    assert_eq!(summary.model_bytes[0].1, single.model_bytes[0].1);
+}
+
+#[test]
+fn a_failed_export_leaves_nothing_and_keeps_the_previous_one() {
+    let case = Case::load(&common::repo().join("tests/fixtures/parity/bert_stack_cls_hf"));
+    let root = tempfile::tempdir().unwrap();
+    let good = plan(&case, root.path(), &["th"], Dtype::Fp32);
+    export(&good).unwrap();
+    let before = std::fs::read(good.out.join("th.onnx")).unwrap();
+
+    // The second language's adapter is broken: the export fails after writing the first.
+    let broken = root.path().join("broken");
+    std::fs::create_dir_all(&broken).unwrap();
+    std::fs::write(broken.join("adapter_config.json"), "{ not json").unwrap();
+    let mut bad = good.clone();
+    bad.languages.push((Some("sw".into()), Some(broken)));
+    let err = export(&bad).unwrap_err();
+    assert!(format!("{err:#}").contains("`sw`"), "{err:#}");
+
+    assert_eq!(std::fs::read(good.out.join("th.onnx")).unwrap(), before);
+    assert!(!good.out.join("sw.onnx").exists());
+    let leftovers: Vec<_> = std::fs::read_dir(root.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.contains("staging"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+/// Asks ONNX Runtime for its optimised graph and lists the fused operators in it.
+#[test]
+fn onnx_runtime_fuses_the_exported_patterns() {
+    let case = Case::load(&common::repo().join("tests/fixtures/parity/bert_stack_cls_hf"));
+    let root = tempfile::tempdir().unwrap();
+    let plan = plan(&case, root.path(), &["th"], Dtype::Fp32);
+    export(&plan).unwrap();
+    let optimized = root.path().join("optimized.onnx");
+    let config = SessionConfig {
+        device: Device::Cpu,
+        intra_threads: Some(1),
+        optimized_model: Some(optimized.clone()),
+        ..SessionConfig::default()
+    };
+    runtime::session_with(&plan.out.join("th.onnx"), &config).unwrap();
+    let model = load_model(&optimized);
+    let mut ops: BTreeMap<String, usize> = BTreeMap::new();
+    for node in &model.graph.as_ref().unwrap().node {
+        let domain = node.domain.clone().unwrap_or_default();
+        let op = if domain.is_empty() { node.op_type().to_string() } else { format!("{domain}.{}", node.op_type()) };
+        *ops.entry(op).or_default() += 1;
+    }
+    eprintln!("optimized graph ops: {ops:?}");
+    let count = |op: &str| ops.get(op).copied().unwrap_or(0);
+    // Per layer (two here): the intermediate bias + GELU, and every residual Add + LayerNorm
+    // (attention output, one before each of the two adapters, layer output); only the
+    // embedding LayerNorm stays plain. The scaled QK^T MatMul takes the 1/sqrt(d) Div in.
+    assert_eq!(count("com.microsoft.BiasGelu"), 2, "{ops:?}");
+    assert_eq!(count("Erf"), 0, "{ops:?}");
+    assert_eq!(count("com.microsoft.SkipLayerNormalization"), 8, "{ops:?}");
+    assert_eq!(count("LayerNormalization"), 1, "{ops:?}");
+    assert_eq!(count("com.microsoft.FusedMatMul"), 2, "{ops:?}");
+    assert_eq!(count("Div"), 0, "{ops:?}");
+}
+
+/// The Python interpreter of the reference venv (`$REF_VENV`, else `.venv-ref`), if it has `onnx`.
+fn reference_python() -> Option<PathBuf> {
+    let venv = std::env::var_os("REF_VENV").map(PathBuf::from).unwrap_or_else(|| common::repo().join(".venv-ref"));
+    let python = venv.join("bin/python");
+    let has_onnx =
+        std::process::Command::new(&python).args(["-c", "import onnx"]).output().is_ok_and(|o| o.status.success());
+    has_onnx.then_some(python)
+}
+
+#[test]
+fn exports_pass_the_onnx_full_checker() {
+    let Some(python) = reference_python() else {
+        eprintln!("skipping: no reference venv with `onnx` (set REF_VENV; see scripts/check-onnx.py)");
+        return;
+    };
+    let root = tempfile::tempdir().unwrap();
+    let mut folders = Vec::new();
+    for (name, dtype) in [
+        ("bert_stack_cls_hf", Dtype::Fp32),
+        ("bert_stack_mc_flex", Dtype::Fp32),
+        ("xlmr_stack_qa_hf", Dtype::Fp32),
+        ("xlmr_base_cls_hf", Dtype::Fp32),
+        ("xlmr_stack_mc_hf", Dtype::Fp16),
+    ] {
+        let case = Case::load(&common::repo().join("tests/fixtures/parity").join(name));
+        let case_root = root.path().join(format!("{name}-{dtype:?}"));
+        let plan = plan(&case, &case_root, &["th", "sw"], dtype);
+        export(&plan).unwrap();
+        folders.push(plan.out);
+    }
+    let out = std::process::Command::new(python)
+        .arg(common::repo().join("scripts/check-onnx.py"))
+        .arg("--fusions")
+        .args(&folders)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    eprintln!("{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "check-onnx.py failed:\n{text}");
+}
+
+/// `auto` always opens the model and says why it did not get CUDA; an explicit `cuda` either
+/// runs on CUDA or is an error, never a silent CPU session.
+#[test]
+fn device_choice_is_explicit() {
+    let case = Case::load(&common::repo().join("tests/fixtures/parity/bert_stack_cls_hf"));
+    let root = tempfile::tempdir().unwrap();
+    let plan = plan(&case, root.path(), &["th"], Dtype::Fp32);
+    export(&plan).unwrap();
+    let model = plan.out.join("th.onnx");
+
+    let auto = runtime::session(&model, Device::Auto).unwrap();
+    match auto.provider {
+        Provider::Cpu => assert!(auto.fallback_reason.is_some()),
+        Provider::Cuda => assert!(auto.fallback_reason.is_none()),
+    }
+    match runtime::session(&model, Device::Cuda) {
+        Ok(cuda) => assert_eq!(cuda.provider, Provider::Cuda),
+        Err(err) => {
+            eprintln!("--device cuda here: {err:#}");
+            assert_eq!(auto.provider, Provider::Cpu, "auto got CUDA but an explicit cuda request failed: {err:#}");
+        }
+    }
+    assert_eq!(runtime::session(&model, Device::Cpu).unwrap().provider, Provider::Cpu);
+}
