@@ -56,17 +56,37 @@ pub fn loss(logits: &Logits, labels: &Labels) -> Tensor {
     }
 }
 
-/// Labels drawn from the model's own predictive distribution (sampled) or its mode (argmax).
-pub fn model_labels(logits: &Logits, sample: bool) -> Labels {
-    let draw = |scores: &Tensor| {
-        if sample {
-            scores.softmax(-1, Kind::Float).multinomial(1, true).squeeze_dim(1)
-        } else {
-            scores.argmax(-1, false)
+/// Labels drawn from the model's own predictive distribution (with `sample_seed`) or its mode.
+/// Sampling uses its own seeded stream, not libtorch's global generator, so a measurement
+/// neither depends on nor disturbs anything else that draws random numbers.
+pub fn model_labels(logits: &Logits, sample_seed: Option<u64>) -> Labels {
+    let mut stream = sample_seed.map(|seed| crate::train::data::SeedStream::new(seed));
+    let mut draw = |scores: &Tensor| match stream.as_mut() {
+        None => scores.argmax(-1, false),
+        Some(stream) => {
+            let probs = Vec::<Vec<f64>>::try_from(scores.softmax(-1, Kind::Double).to_device(tch::Device::Cpu))
+                .expect("2-d scores");
+            let picks: Vec<i64> = probs
+                .iter()
+                .map(|row| {
+                    // Inverse CDF; rounding can leave the total a hair under u, hence the last index.
+                    let u = stream.next_unit();
+                    let mut acc = 0.0;
+                    row.iter().position(|p| {
+                        acc += p;
+                        u < acc
+                    })
+                    .unwrap_or(row.len() - 1) as i64
+                })
+                .collect();
+            Tensor::from_slice(&picks).to_device(scores.device())
         }
     };
     tch::no_grad(|| match logits {
         Logits::Classes(l) => Labels::Class(draw(l)),
-        Logits::Span { start, end } => Labels::Span { start: draw(start), end: draw(end) },
+        Logits::Span { start, end } => {
+            let start = draw(start);
+            Labels::Span { start, end: draw(end) }
+        }
     })
 }

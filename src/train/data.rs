@@ -137,6 +137,21 @@ fn mix(mut z: u64) -> u64 {
     z ^ (z >> 31)
 }
 
+/// A splitmix64 stream: uniform numbers for sampling, reproducible on every machine.
+pub struct SeedStream(u64);
+
+impl SeedStream {
+    pub fn new(seed: u64) -> Self {
+        Self(seed)
+    }
+
+    /// A uniform draw in [0, 1).
+    pub fn next_unit(&mut self) -> f64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        (mix(self.0) >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
 /// A 64-bit seed for one purpose at one step, derived from the run's seed.
 pub fn derive_seed(seed: u64, purpose: u64, step: u64) -> u64 {
     mix(seed ^ purpose.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ step.wrapping_mul(0xc2b2_ae3d_27d4_eb4f))

@@ -37,7 +37,7 @@ pub fn fisher_traces<'a>(
     batches: impl IntoIterator<Item = &'a TrainBatch>,
     labels: FisherLabels,
     estimator: FisherEstimator,
-    seed: i64,
+    seed: u64,
 ) -> Result<Vec<f64>> {
     let layers = model.num_layers;
     let mut sums = vec![0f64; layers];
@@ -49,10 +49,10 @@ pub fn fisher_traces<'a>(
     for v in &vars {
         let _ = v.set_requires_grad(true);
     }
-    tch::manual_seed(seed);
     let result = (|| -> Result<()> {
-        for batch in batches {
-            let traces = batch_traces(model, batch, labels, estimator)?;
+        for (i, batch) in batches.into_iter().enumerate() {
+            let batch_seed = crate::train::data::derive_seed(seed, 0, i as u64);
+            let traces = batch_traces(model, batch, labels, estimator, batch_seed)?;
             for (s, t) in sums.iter_mut().zip(traces) {
                 *s += t;
             }
@@ -67,13 +67,13 @@ pub fn fisher_traces<'a>(
     Ok(sums.into_iter().map(|s| s / count.max(1) as f64).collect())
 }
 
-fn batch_traces(model: &MadxModel, batch: &TrainBatch, labels: FisherLabels, estimator: FisherEstimator) -> Result<Vec<f64>> {
+fn batch_traces(model: &MadxModel, batch: &TrainBatch, labels: FisherLabels, estimator: FisherEstimator, seed: u64) -> Result<Vec<f64>> {
     let mut taps: Vec<Option<Tap>> = Vec::new();
     let logits = model.forward_tapped(&batch.inputs, false, Some(&mut taps))?;
     let y = match labels {
         FisherLabels::Gold => batch.labels.to_device(model.device()),
-        FisherLabels::Sampled => model_labels(&logits, true),
-        FisherLabels::Argmax => model_labels(&logits, false),
+        FisherLabels::Sampled => model_labels(&logits, Some(seed)),
+        FisherLabels::Argmax => model_labels(&logits, None),
     };
     // Summing per-example log-likelihoods makes the gradient at each example's activations
     // that example's own gradient.

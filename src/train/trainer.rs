@@ -193,7 +193,6 @@ impl Trainer {
             }
 
             dropout::reseed(derive_seed(self.config.seed, STREAM_DROPOUT, step as u64));
-            tch::manual_seed(derive_seed(self.config.seed, STREAM_DROPOUT, step as u64) as i64);
             let params = self.trainable_params();
             for (_, p) in &params {
                 p.shallow_clone().zero_grad();
@@ -278,7 +277,7 @@ impl Trainer {
                     &batches,
                     self.config.fisher_labels,
                     self.config.fisher_estimator,
-                    derive_seed(self.config.seed, STREAM_FISHER, step as u64) as i64,
+                    derive_seed(self.config.seed, STREAM_FISHER, step as u64),
                 )?;
                 let pick = largest_frozen(&traces, &self.state.trainable).context("no frozen adapter left")?;
                 for &l in &frozen {
@@ -325,7 +324,7 @@ impl Trainer {
 
     fn track_fisher(&self, step: usize, fisher: &mut CsvLog, avg: &mut CsvLog) -> Result<()> {
         let batches = self.fisher_batches(step);
-        let seed = derive_seed(self.config.seed, STREAM_FISHER, step as u64) as i64;
+        let seed = derive_seed(self.config.seed, STREAM_FISHER, step as u64);
         let traces = fisher_traces(&self.model, &batches, self.config.fisher_labels, self.config.fisher_estimator, seed)?;
         let mut sum = 0.0;
         for (l, t) in traces.iter().enumerate() {
