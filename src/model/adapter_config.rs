@@ -113,7 +113,7 @@ impl AdapterConfig {
             let unsupported = || format!("adapter config key `{key}` = {value} is not supported by the toolkit");
             match key.as_str() {
                 "architecture" => {
-                    if value.as_str().is_some_and(|a| a != "bottleneck") {
+                    if !(value.is_null() || value.as_str() == Some("bottleneck")) {
                         bail!(unsupported());
                     }
                 }
@@ -184,7 +184,6 @@ impl AdapterConfig {
         let mut put = |k: &str, v: Value| {
             map.insert(k.to_string(), v);
         };
-        put("architecture", "bottleneck".into());
         put("adapter_residual_before_ln", self.adapter_residual_before_ln.into());
         put("cross_adapter", false.into());
         put("dropout", self.dropout.into());
