@@ -3,6 +3,9 @@
 fn main() {
     if let Ok(lib) = std::env::var("DEP_TCH_LIBTORCH_LIB") {
         println!("cargo:rustc-link-arg=-Wl,-rpath,{lib}");
+        // See `mkl_serv_intel_cpu_true` in src/main.rs: the binary's definition must be in its
+        // dynamic symbol table to take precedence over the one inside libtorch_cpu.so.
+        println!("cargo:rustc-link-arg-bins=-Wl,--export-dynamic-symbol=mkl_serv_intel_cpu_true");
     }
     println!("cargo:rerun-if-env-changed=DEP_TCH_LIBTORCH_LIB");
     // Runs record the commit they were built from.

@@ -55,13 +55,13 @@ pub fn run(args: &PredictArgs) -> Result<()> {
     };
     let composed = ComposedModel::load(&files)?;
     let head = composed.head.clone().context("the model has no head: give a task adapter with a head, or a *For... checkpoint")?;
-    let model = MadxModel::load(&composed, crate::device::torch_device(args.device)?)?;
+    let pad = composed.config.pad_token_id;
+    let model = MadxModel::load(composed, crate::device::torch_device(args.device)?)?;
     let tokenizer = match crate::features::tokenizer::load(&args.model) {
         Ok(t) => Some(crate::features::tokenizer::truncating(t, args.max_length)?),
         Err(_) => None,
     };
     let examples = read_inputs(&args.input, tokenizer.as_ref())?;
-    let pad = composed.config.pad_token_id;
     let mut lines = Vec::with_capacity(examples.len());
     for batch in examples.chunks(args.batch_size.max(1)) {
         let inputs = pad_batch(batch, pad, head.head_type == HeadType::MultipleChoice, model.device())?;

@@ -63,7 +63,7 @@ fn load_error(files: &ModelFiles) -> String {
 fn check_tensors(m: &ComposedModel) -> anyhow::Result<()> {
     #[cfg(feature = "train")]
     {
-        toolkit::model::torch::MadxModel::load(m, tch::Device::Cpu)?;
+        toolkit::model::torch::MadxModel::load(m.clone(), tch::Device::Cpu)?;
     }
     #[cfg(not(feature = "train"))]
     {

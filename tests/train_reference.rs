@@ -16,7 +16,7 @@ const CASES: [&str; 2] = ["bert_stack_cls_flex", "xlmr_stack_cls_hf"];
 fn setup(name: &str) -> (Case, ComposedModel, MadxModel, TrainBatch) {
     let case = Case::load(&common::repo().join("tests/fixtures/parity").join(name));
     let composed = ComposedModel::load(&case.files()).unwrap();
-    let model = MadxModel::load(&composed, Device::Cpu).unwrap();
+    let model = MadxModel::load(composed.clone(), Device::Cpu).unwrap();
     let t = |n: &str| {
         case.input(n).map(|(d, s)| Tensor::from_slice(&d).reshape(s.iter().map(|&x| x as i64).collect::<Vec<_>>()))
     };

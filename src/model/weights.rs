@@ -5,7 +5,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
-use safetensors::{Dtype, SafeTensors};
+use std::io::{Read, Seek, SeekFrom};
+
+use safetensors::Dtype;
 
 /// A dense row-major fp32 tensor.
 #[derive(Debug, Clone, PartialEq)]
@@ -38,21 +40,40 @@ pub struct Weights {
 
 impl Weights {
     /// Reads every tensor of a safetensors file, renaming each with `rename` (return `None` to
-    /// skip a tensor). Two tensors that land on one name are an error.
+    /// skip a tensor). Two tensors that land on one name are an error. Tensors are read from
+    /// the file straight into their buffers: a model is held once in memory, not twice.
     pub fn read_safetensors(path: &Path, rename: impl Fn(&str) -> Option<String>) -> Result<Self> {
-        let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
-        // SAFETY: the file is opened read-only and not modified while mapped.
-        let mmap = unsafe { memmap2::Mmap::map(&file) }.with_context(|| format!("mapping {}", path.display()))?;
-        let st = SafeTensors::deserialize(&mmap)
-            .with_context(|| format!("{}: not a valid safetensors file", path.display()))?;
-        let file = Arc::new(path.to_path_buf());
+        let corrupt = || format!("{}: not a valid safetensors file", path.display());
+        let mut file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+        let size = file.metadata().with_context(|| format!("reading {}", path.display()))?.len();
+        let mut len = [0u8; 8];
+        file.read_exact(&mut len).with_context(corrupt)?;
+        let header_len = u64::from_le_bytes(len);
+        if header_len > 100_000_000 || 8 + header_len > size {
+            bail!("{}: header length {header_len} does not fit the file", corrupt());
+        }
+        let mut header = vec![0u8; header_len as usize];
+        file.read_exact(&mut header).with_context(corrupt)?;
+        let header: BTreeMap<String, serde_json::Value> = serde_json::from_slice(&header).with_context(corrupt)?;
+        let data_start = 8 + header_len;
+        let shared = Arc::new(path.to_path_buf());
         let mut weights = Self::default();
-        for (name, view) in st.tensors() {
+        for (name, info) in header {
+            if name == "__metadata__" {
+                continue;
+            }
             let Some(canonical) = rename(&name) else { continue };
-            let data = to_f32(view.dtype(), view.data())
-                .with_context(|| format!("{}: tensor `{name}`", path.display()))?;
-            let tensor = Tensor::new(view.shape().to_vec(), data);
-            let entry = Entry { tensor, file: file.clone(), stored_name: name.clone() };
+            let at = || format!("{}: tensor `{name}`", path.display());
+            let info: TensorInfo = serde_json::from_value(info).with_context(|| format!("{}: bad header entry", at()))?;
+            let [begin, end] = info.data_offsets;
+            let elements: usize = info.shape.iter().product();
+            let width = dtype_width(&info.dtype).with_context(|| format!("{}: dtype {} is not a float type", at(), info.dtype))?;
+            if end < begin || end - begin != (elements * width) as u64 || data_start + end > size {
+                bail!("{}: data offsets {begin}..{end} do not fit shape {:?} of {} in a file of {size} bytes", at(), info.shape, info.dtype);
+            }
+            file.seek(SeekFrom::Start(data_start + begin)).with_context(at)?;
+            let data = read_f32(&mut file, &info.dtype, elements).with_context(at)?;
+            let entry = Entry { tensor: Tensor::new(info.shape, data), file: shared.clone(), stored_name: name.clone() };
             weights.insert(canonical, entry)?;
         }
         Ok(weights)
@@ -109,11 +130,10 @@ impl Weights {
         Ok(&entry.tensor)
     }
 
-    /// Removes and returns everything under `prefix` (e.g. one adapter's tensors).
-    pub fn split_off_prefix(&mut self, prefix: &str) -> Weights {
-        let names: Vec<String> = self.entries.keys().filter(|n| n.starts_with(prefix)).cloned().collect();
-        let entries = names.into_iter().map(|n| { let e = self.entries.remove(&n).unwrap(); (n, e) }).collect();
-        Weights { entries }
+    /// Removes the tensor `name`, which must have exactly `shape`.
+    pub fn take(&mut self, name: &str, shape: &[usize]) -> Result<Tensor> {
+        self.get(name, shape)?;
+        Ok(self.entries.remove(name).expect("checked above").tensor)
     }
 
     fn where_hint(&self, name: &str) -> String {
@@ -137,19 +157,38 @@ impl Weights {
     }
 }
 
-fn to_f32(dtype: Dtype, bytes: &[u8]) -> Result<Vec<f32>> {
+#[derive(serde::Deserialize)]
+struct TensorInfo {
+    dtype: String,
+    shape: Vec<usize>,
+    data_offsets: [u64; 2],
+}
+
+fn dtype_width(dtype: &str) -> Option<usize> {
+    Some(match dtype {
+        "F32" => 4,
+        "F64" => 8,
+        "F16" | "BF16" => 2,
+        _ => return None,
+    })
+}
+
+/// Reads `n` values of `dtype` at the file's position as f32.
+fn read_f32(file: &mut std::fs::File, dtype: &str, n: usize) -> Result<Vec<f32>> {
+    if dtype == "F32" {
+        let mut data = vec![0f32; n];
+        // SAFETY: any byte pattern is a valid f32, and the target is little-endian like the file.
+        let bytes = unsafe { std::slice::from_raw_parts_mut(data.as_mut_ptr().cast::<u8>(), n * 4) };
+        file.read_exact(bytes)?;
+        return Ok(data);
+    }
+    let width = dtype_width(dtype).expect("checked by the caller");
+    let mut bytes = vec![0u8; n * width];
+    file.read_exact(&mut bytes)?;
     Ok(match dtype {
-        Dtype::F32 => bytes.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect(),
-        Dtype::F64 => bytes.chunks_exact(8).map(|b| f64::from_le_bytes(b.try_into().unwrap()) as f32).collect(),
-        Dtype::F16 => bytes
-            .chunks_exact(2)
-            .map(|b| half::f16::from_le_bytes(b.try_into().unwrap()).to_f32())
-            .collect(),
-        Dtype::BF16 => bytes
-            .chunks_exact(2)
-            .map(|b| half::bf16::from_le_bytes(b.try_into().unwrap()).to_f32())
-            .collect(),
-        other => bail!("dtype {other:?} is not a float type"),
+        "F64" => bytes.chunks_exact(8).map(|b| f64::from_le_bytes(b.try_into().unwrap()) as f32).collect(),
+        "F16" => bytes.chunks_exact(2).map(|b| half::f16::from_le_bytes(b.try_into().unwrap()).to_f32()).collect(),
+        _ => bytes.chunks_exact(2).map(|b| half::bf16::from_le_bytes(b.try_into().unwrap()).to_f32()).collect(),
     })
 }
 

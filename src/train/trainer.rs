@@ -96,7 +96,7 @@ impl Trainer {
         let head_json = checkpoint::head_config_json(&name, head_type, &label_names(config.task), config.head_layers, &model_config);
         tch::manual_seed(derive_seed(config.seed, STREAM_INIT, 0) as i64);
         let model = if resume {
-            MadxModel::load(&composed, device)?
+            MadxModel::load(composed, device)?
         } else {
             let adapter_config = AdapterConfig {
                 reduction_factor: config.reduction_factor,
@@ -112,7 +112,7 @@ impl Trainer {
             composed.task = Some(spec);
             composed.head = Some(head);
             let model = MadxModel::build(&composed, device, &composed.weights)?;
-            model.copy_weights(&composed.weights, &fresh)?;
+            model.copy_weights(composed.weights, &fresh)?;
             model
         };
         let layers = model.num_layers;

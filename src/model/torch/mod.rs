@@ -6,8 +6,6 @@ pub mod dropout;
 mod encoder;
 mod head;
 
-use std::collections::BTreeSet;
-
 use anyhow::{bail, Context, Result};
 use tch::nn::{self, Module};
 use tch::{Device, Tensor};
@@ -59,9 +57,10 @@ pub struct MadxModel {
 
 impl MadxModel {
     /// Builds the model's variables and fills every one from the loaded checkpoints.
-    pub fn load(composed: &ComposedModel, device: Device) -> Result<Self> {
-        let model = Self::build(composed, device, &composed.weights)?;
-        model.copy_weights(&composed.weights, &[])?;
+    /// Consumes `composed` so that each checkpoint tensor is freed as soon as it is copied.
+    pub fn load(composed: ComposedModel, device: Device) -> Result<Self> {
+        let model = Self::build(&composed, device, &composed.weights)?;
+        model.copy_weights(composed.weights, &[])?;
         Ok(model)
     }
 
@@ -126,33 +125,35 @@ impl MadxModel {
     /// to an adapter or head but has no variable is an error (e.g. a layer index too large).
     /// Variables under one of the `fresh` prefixes (a new task adapter and head) keep their
     /// initialisation.
-    pub fn copy_weights(&self, weights: &Weights, fresh: &[String]) -> Result<()> {
-        let mut used = BTreeSet::new();
+    pub fn copy_weights(&self, mut weights: Weights, fresh: &[String]) -> Result<()> {
         tch::no_grad(|| -> Result<()> {
             for (name, mut var) in self.vs.variables() {
                 if fresh.iter().any(|p| name.starts_with(p.as_str())) && !weights.contains(&name) {
                     continue;
                 }
                 let shape: Vec<usize> = var.size().iter().map(|&d| d as usize).collect();
-                let tensor = weights.get(&name, &shape)?;
-                let src = Tensor::from_slice(&tensor.data).reshape(var.size()).to_device(var.device());
-                var.f_copy_(&src).with_context(|| format!("copying `{name}`"))?;
-                used.insert(name);
+                let tensor = weights.take(&name, &shape)?;
+                if var.device() == Device::Cpu && var.is_contiguous() && var.kind() == tch::Kind::Float {
+                    // SAFETY: a contiguous f32 CPU variable of exactly this many elements.
+                    let dst = unsafe { std::slice::from_raw_parts_mut(var.data_ptr() as *mut f32, tensor.data.len()) };
+                    dst.copy_from_slice(&tensor.data);
+                } else {
+                    let src = Tensor::from_slice(&tensor.data).reshape(var.size()).to_device(var.device());
+                    var.f_copy_(&src).with_context(|| format!("copying `{name}`"))?;
+                }
             }
             Ok(())
         })?;
-        for name in weights.names() {
-            let owned = name.contains(".adapters.") || name.starts_with("invertible_adapters.") || name.starts_with("heads.");
-            if owned && !used.contains(name) {
-                let e = weights.entry(name).expect("listed name");
-                bail!(
-                    "{}: tensor `{}` does not fit the model ({} layers, hidden size {})",
-                    e.file.display(),
-                    e.stored_name,
-                    self.num_layers,
-                    self.hidden_size
-                );
-            }
+        let left: Vec<&str> = weights.names().collect();
+        if let Some(name) = left.iter().find(|n| n.contains(".adapters.") || n.starts_with("invertible_adapters.") || n.starts_with("heads.")) {
+            let e = weights.entry(name).expect("listed name");
+            bail!(
+                "{}: tensor `{}` does not fit the model ({} layers, hidden size {})",
+                e.file.display(),
+                e.stored_name,
+                self.num_layers,
+                self.hidden_size
+            );
         }
         Ok(())
     }
