@@ -262,11 +262,30 @@ impl Builder<'_> {
         self.g.node("Mul", &format!("{name}/Mul_half"), &[&m, &half]).out()
     }
 
+    /// `0.5 * x * (1 + tanh(sqrt(2/pi) * (x + 0.044715 * x^3)))`, the tanh approximation
+    /// (`transformers`' `gelu_new`); opset 17 has no `Gelu` op.
+    fn gelu_tanh(&mut self, x: &str, name: &str) -> String {
+        let k = self.scalar(&format!("{name}/sqrt_2_over_pi"), (2.0 / std::f32::consts::PI).sqrt());
+        let c = self.scalar(&format!("{name}/coefficient"), 0.044715);
+        let one = self.scalar(&format!("{name}/one"), 1.0);
+        let half = self.scalar(&format!("{name}/half"), 0.5);
+        let x2 = self.g.node("Mul", &format!("{name}/Mul_square"), &[x, x]).out();
+        let x3 = self.g.node("Mul", &format!("{name}/Mul_cube"), &[&x2, x]).out();
+        let cx3 = self.g.node("Mul", &format!("{name}/Mul_coefficient"), &[&x3, &c]).out();
+        let inner = self.g.node("Add", &format!("{name}/Add_inner"), &[x, &cx3]).out();
+        let scaled = self.g.node("Mul", &format!("{name}/Mul_scale"), &[&inner, &k]).out();
+        let t = self.g.node("Tanh", &format!("{name}/Tanh"), &[&scaled]).out();
+        let a = self.g.node("Add", &format!("{name}/Add"), &[&t, &one]).out();
+        let m = self.g.node("Mul", &format!("{name}/Mul"), &[x, &a]).out();
+        self.g.node("Mul", &format!("{name}/Mul_half"), &[&m, &half]).out()
+    }
+
     fn activation(&mut self, x: &str, act: Activation, name: &str) -> String {
         match act {
             Activation::Relu => self.g.node("Relu", &format!("{name}/Relu"), &[x]).out(),
             Activation::Tanh => self.g.node("Tanh", &format!("{name}/Tanh"), &[x]).out(),
             Activation::Gelu => self.gelu(x, &format!("{name}/Gelu")),
+            Activation::GeluTanh => self.gelu_tanh(x, &format!("{name}/GeluTanh")),
             Activation::Silu => {
                 let s = self.g.node("Sigmoid", &format!("{name}/Sigmoid"), &[x]).out();
                 self.g.node("Mul", &format!("{name}/Mul"), &[x, &s]).out()

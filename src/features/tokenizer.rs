@@ -11,6 +11,7 @@ use tokenizers::{decoders, Tokenizer};
 
 /// The tokenizer of the model in `dir`.
 pub fn load(dir: &Path) -> Result<Tokenizer> {
+    let dir = &crate::model::hub::resolve(dir)?;
     let json = dir.join("tokenizer.json");
     if json.exists() {
         return Tokenizer::from_file(&json).map_err(|e| anyhow!("{}: {e}", json.display()));

@@ -11,7 +11,12 @@ use serde_json::{Map, Value};
 #[serde(rename_all = "lowercase")]
 pub enum Activation {
     Relu,
+    /// The exact GELU, `x * Phi(x)` (erf).
     Gelu,
+    /// The tanh approximation of GELU (`transformers`' `gelu_new`): what configs of old Hub
+    /// releases mean by `"gelu"`.
+    #[serde(rename = "gelu_new")]
+    GeluTanh,
     Tanh,
     Silu,
 }
@@ -21,6 +26,7 @@ impl Activation {
         Some(match name.to_ascii_lowercase().as_str() {
             "relu" => Self::Relu,
             "gelu" => Self::Gelu,
+            "gelu_new" | "gelu_pytorch_tanh" => Self::GeluTanh,
             "tanh" => Self::Tanh,
             "swish" | "silu" => Self::Silu,
             _ => return None,
@@ -95,20 +101,27 @@ impl AdapterConfig {
 
     /// Parses the `config` entry: a known config name or a dict of the library's fields.
     pub fn from_json(value: &Value) -> Result<Self> {
+        Self::parse(value, Era::Versioned)
+    }
+
+    fn parse(value: &Value, era: Era) -> Result<Self> {
         match value {
             Value::String(name) => Self::named(name).with_context(|| {
                 format!("unknown adapter config `{name}` (supported: seq_bn, pfeiffer, seq_bn_inv, pfeiffer+inv)")
             }),
-            Value::Object(map) => Self::from_map(map),
+            Value::Object(map) => Self::from_map(map, era),
             other => bail!("`config` must be a config name or an object, found {other}"),
         }
     }
 
-    fn from_map(map: &Map<String, Value>) -> Result<Self> {
+    fn from_map(map: &Map<String, Value>, era: Era) -> Result<Self> {
         let mut cfg = Self::seq_bn();
         let mut inv_kind: Option<String> = None;
         let mut inv_factor = 2.0;
         let mut inv_act: Option<Activation> = None;
+        // The v1 spelling `invertible_adapter: {block_type, reduction_factor, ...}`; the library
+        // applies it after the other keys, so it wins over `inv_adapter*`.
+        let mut v1_inv: Option<(Option<String>, f64)> = None;
         for (key, value) in map {
             let unsupported = || format!("adapter config key `{key}` = {value} is not supported by the toolkit");
             match key.as_str() {
@@ -119,8 +132,7 @@ impl AdapterConfig {
                 }
                 "reduction_factor" => cfg.reduction_factor = reduction_factor(value).with_context(unsupported)?,
                 "non_linearity" => {
-                    cfg.non_linearity =
-                        value.as_str().and_then(Activation::parse).with_context(unsupported)?
+                    cfg.non_linearity = value.as_str().and_then(|a| Activation::parse(era.rename(a))).with_context(unsupported)?
                 }
                 "original_ln_before" => cfg.original_ln_before = boolean(key, value)?,
                 "original_ln_after" => cfg.original_ln_after = boolean(key, value)?,
@@ -137,6 +149,21 @@ impl AdapterConfig {
                         inv_factor = value.as_f64().with_context(unsupported)?
                     }
                 }
+                "invertible_adapter" => match value {
+                    // Python truthiness: null and {} leave the config as it is.
+                    Value::Null => {}
+                    Value::Object(v1) if v1.is_empty() => {}
+                    Value::Object(v1) => {
+                        let kind = match v1.get("block_type") {
+                            Some(Value::Null) => None,
+                            Some(Value::String(s)) => Some(s.clone()),
+                            _ => bail!(unsupported()),
+                        };
+                        let factor = v1.get("reduction_factor").and_then(Value::as_f64).with_context(unsupported)?;
+                        v1_inv = Some((kind, factor));
+                    }
+                    _ => bail!(unsupported()),
+                },
                 "inv_adapter_non_linearity" => {
                     inv_act = Some(value.as_str().and_then(Activation::parse).with_context(unsupported)?)
                 }
@@ -164,12 +191,16 @@ impl AdapterConfig {
                 _ => bail!("unknown adapter config key `{key}`"),
             }
         }
+        if let Some((kind, factor)) = v1_inv {
+            (inv_kind, inv_factor) = (kind, factor);
+        }
         match inv_kind.as_deref() {
             None => {}
             Some("nice") => {
                 cfg.inv_adapter = Some(InvAdapterConfig {
                     reduction_factor: inv_factor,
-                    non_linearity: inv_act.unwrap_or(Activation::Relu),
+                    // The library builds the coupling block with the adapter's own non-linearity.
+                    non_linearity: inv_act.unwrap_or(cfg.non_linearity),
                 })
             }
             Some(other) => bail!("invertible adapter `{other}` is not supported (only `nice`)"),
@@ -217,6 +248,24 @@ impl AdapterConfig {
     }
 }
 
+/// Which `adapters` library wrote a config: one without a `version` key comes from an old Hub
+/// release, whose activation names the library translates on load (`utils.ACTIVATION_RENAME`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Era {
+    Versioned,
+    Legacy,
+}
+
+impl Era {
+    fn rename(self, activation: &str) -> &str {
+        match (self, activation) {
+            (Era::Legacy, "gelu") => "gelu_new",
+            (Era::Legacy, "gelu_orig") => "gelu",
+            (_, other) => other,
+        }
+    }
+}
+
 /// The whole of `adapter_config.json`.
 #[derive(Debug, Clone)]
 pub struct SavedAdapterConfig {
@@ -229,7 +278,8 @@ pub struct SavedAdapterConfig {
 impl SavedAdapterConfig {
     pub fn from_json(value: &Value) -> Result<Self> {
         let config = value.get("config").context("missing key `config`")?;
-        let config = AdapterConfig::from_json(config)?;
+        let era = if value.get("version").is_some() { Era::Versioned } else { Era::Legacy };
+        let config = AdapterConfig::parse(config, era)?;
         let name = value.get("name").and_then(Value::as_str).context("missing key `name`")?.to_string();
         let hidden_size = value.get("hidden_size").and_then(Value::as_u64).map(|h| h as usize);
         let model_type = value.get("model_type").and_then(Value::as_str).map(str::to_string);
@@ -277,6 +327,51 @@ mod tests {
         assert!(format!("{err:#}").contains("unknown adapter config key `bogus`"), "{err:#}");
         let err = AdapterConfig::from_json(&serde_json::json!({"mh_adapter": true})).unwrap_err();
         assert!(format!("{err:#}").contains("`mh_adapter`"), "{err:#}");
+    }
+
+    #[test]
+    fn legacy_configs_use_old_activation_names() {
+        let saved = |config: Value, version: bool| {
+            let mut v = serde_json::json!({"config": config, "name": "en"});
+            if version {
+                v["version"] = "adapters.1.3.0".into();
+            }
+            SavedAdapterConfig::from_json(&v).unwrap().config
+        };
+        let act = |name: &str| serde_json::json!({"non_linearity": name});
+        assert_eq!(saved(act("gelu"), false).non_linearity, Activation::GeluTanh);
+        assert_eq!(saved(act("gelu_orig"), false).non_linearity, Activation::Gelu);
+        assert_eq!(saved(act("relu"), false).non_linearity, Activation::Relu);
+        assert_eq!(saved(act("gelu"), true).non_linearity, Activation::Gelu);
+        assert_eq!(saved(act("gelu_new"), true).non_linearity, Activation::GeluTanh);
+        let v = serde_json::json!({"config": act("gelu_orig"), "name": "en", "version": "adapters.1.3.0"});
+        assert!(SavedAdapterConfig::from_json(&v).is_err());
+    }
+
+    #[test]
+    fn legacy_invertible_adapter_key() {
+        let cfg = AdapterConfig::from_json(&serde_json::json!({
+            "non_linearity": "gelu_new",
+            "reduction_factor": 2,
+            "inv_adapter": null,
+            "invertible_adapter": {"block_type": "nice", "non_linearity": "relu", "reduction_factor": 4},
+        }))
+        .unwrap();
+        // The nested non_linearity is ignored: NICE uses the adapter's own.
+        let expected = InvAdapterConfig { reduction_factor: 4.0, non_linearity: Activation::GeluTanh };
+        assert_eq!(cfg.inv_adapter, Some(expected));
+        let none = AdapterConfig::from_json(&serde_json::json!({"invertible_adapter": null})).unwrap();
+        assert_eq!(none.inv_adapter, None);
+        let err = AdapterConfig::from_json(&serde_json::json!({"invertible_adapter": {"block_type": "glow", "reduction_factor": 2}}))
+            .unwrap_err();
+        assert!(format!("{err:#}").contains("`glow` is not supported"), "{err:#}");
+    }
+
+    #[test]
+    fn gelu_tanh_is_written_as_gelu_new() {
+        let cfg = AdapterConfig { non_linearity: Activation::GeluTanh, ..AdapterConfig::seq_bn() };
+        assert_eq!(cfg.to_json()["non_linearity"], "gelu_new");
+        assert_eq!(AdapterConfig::from_json(&cfg.to_json()).unwrap(), cfg);
     }
 
     #[test]

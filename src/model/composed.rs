@@ -9,6 +9,7 @@ use anyhow::{bail, Context, Result};
 use super::adapter_config::{AdapterConfig, SavedAdapterConfig};
 use super::config::ModelConfig;
 use super::head::Head;
+use super::torch_pickle;
 use super::weights::Weights;
 
 /// One adapter of the stack: its name (as used in tensor names) and config.
@@ -55,8 +56,9 @@ pub struct ModelFiles {
 
 impl ComposedModel {
     pub fn load(files: &ModelFiles) -> Result<Self> {
-        let config = ModelConfig::load(&files.model_dir.join("config.json"))?;
-        let mut weights = read_encoder_weights(&files.model_dir, &config)?;
+        let model_dir = super::hub::resolve(&files.model_dir)?;
+        let config = ModelConfig::load(&model_dir.join("config.json"))?;
+        let mut weights = read_encoder_weights(&model_dir, &config)?;
 
         let mut head = Head::from_hf_architecture(&config, hf_num_labels(&weights))?;
         let lang = match &files.lang_adapter {
@@ -83,7 +85,7 @@ impl ComposedModel {
                 );
             }
         }
-        Ok(Self { config, model_dir: files.model_dir.clone(), weights, lang, task, head })
+        Ok(Self { config, model_dir, weights, lang, task, head })
     }
 
     /// The adapters in stack order, bottom first.
@@ -104,27 +106,38 @@ fn hf_num_labels(weights: &Weights) -> Option<usize> {
         .map(|e| e.tensor.shape[0])
 }
 
-/// Reads `model.safetensors` of a Hugging Face directory, dropping the `bert.`/`roberta.`
-/// prefix and pre-training heads.
-fn read_encoder_weights(dir: &Path, config: &ModelConfig) -> Result<Weights> {
-    let path = dir.join("model.safetensors");
-    if !path.exists() {
-        if dir.join("pytorch_model.bin").exists() {
-            bail!(
-                "{} has only pytorch_model.bin; convert it to model.safetensors (see README: `scripts/convert-to-safetensors.py`)",
-                dir.display()
-            );
-        }
-        bail!("{}: no model.safetensors", dir.display());
+/// Reads the checkpoint `safetensors` of `dir`, or else the PyTorch pickle `bin` that older
+/// releases ship in its place, renaming each tensor with `rename` either way. Returns the
+/// file it read, for error messages.
+fn read_checkpoint(
+    dir: &Path,
+    safetensors: &str,
+    bin: &str,
+    rename: impl Fn(&str) -> Option<String>,
+) -> Result<(PathBuf, Weights)> {
+    let path = dir.join(safetensors);
+    if path.exists() {
+        return Ok((path.clone(), Weights::read_safetensors(&path, rename)?));
     }
+    let path = dir.join(bin);
+    if path.exists() {
+        return Ok((path.clone(), torch_pickle::read(&path, rename)?));
+    }
+    bail!("{}: no {safetensors} (nor {bin})", dir.display())
+}
+
+/// Reads the weights of a Hugging Face directory, dropping the `bert.`/`roberta.` prefix and
+/// pre-training heads.
+fn read_encoder_weights(dir: &Path, config: &ModelConfig) -> Result<Weights> {
     let prefix = config.arch.prefix();
-    Weights::read_safetensors(&path, |name| {
+    let (_, weights) = read_checkpoint(dir, "model.safetensors", "pytorch_model.bin", |name| {
         let name = name.strip_prefix(prefix).unwrap_or(name);
         if name.starts_with("cls.") || name.starts_with("lm_head.") || name.ends_with("position_ids") {
             return None;
         }
         Some(name.replace("LayerNorm.gamma", "LayerNorm.weight").replace("LayerNorm.beta", "LayerNorm.bias"))
-    })
+    })?;
+    Ok(weights)
 }
 
 /// Reads an AdapterHub adapter directory into `weights`, renaming legacy keys of old Hub
@@ -141,21 +154,10 @@ fn read_adapter(dir: &Path, config: &ModelConfig, weights: &mut Weights) -> Resu
             );
         }
     }
-    let path = dir.join("adapter.safetensors");
-    if !path.exists() {
-        if dir.join("pytorch_adapter.bin").exists() {
-            bail!(
-                "{}: only pytorch_adapter.bin is present; convert it with `toolkit convert-adapter {}`",
-                dir.display(),
-                dir.display()
-            );
-        }
-        bail!("{}: no adapter.safetensors", dir.display());
-    }
     let prefix = config.arch.prefix();
     let layer_key = format!(".adapters.{name}.");
     let inv_key = format!("invertible_adapters.{name}.");
-    let adapter = Weights::read_safetensors(&path, |stored| {
+    let (path, adapter) = read_checkpoint(dir, "adapter.safetensors", "pytorch_adapter.bin", |stored| {
         let n = stored.strip_prefix(prefix).unwrap_or(stored);
         Some(
             n.replace("layer_text_lang_adapters", "adapters")
@@ -197,9 +199,8 @@ fn read_flex_head(dir: &Path, config: &ModelConfig, weights: &mut Weights) -> Re
         return Ok(None);
     }
     let head = Head::load_flex(&config_path, config)?;
-    let path = dir.join("model_head.safetensors");
     let name = head.flex_name.clone().expect("flex heads are named");
-    let head_weights = Weights::read_safetensors(&path, |n| Some(n.to_string()))
+    let (path, head_weights) = read_checkpoint(dir, "model_head.safetensors", "pytorch_model_head.bin", |n| Some(n.to_string()))
         .with_context(|| format!("reading the head `{name}`"))?;
     for n in head_weights.names() {
         if !n.starts_with(&format!("heads.{name}.")) {

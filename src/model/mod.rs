@@ -3,8 +3,10 @@ pub mod adapter_config;
 pub mod composed;
 pub mod config;
 pub mod head;
+pub mod hub;
 #[cfg(feature = "train")]
 pub mod torch;
+pub mod torch_pickle;
 pub mod weights;
 
 pub use adapter_config::{Activation, AdapterConfig};

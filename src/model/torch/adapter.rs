@@ -11,6 +11,7 @@ pub fn activate(x: &Tensor, act: Activation) -> Tensor {
     match act {
         Activation::Relu => x.relu(),
         Activation::Gelu => x.gelu("none"),
+        Activation::GeluTanh => x.gelu("tanh"),
         Activation::Tanh => x.tanh(),
         Activation::Silu => x.silu(),
     }
