@@ -58,8 +58,12 @@ fn download(cache: &Path, id: &str) -> Result<PathBuf> {
         Err(e) => return fail(e.to_string()),
     };
     let repo = api.model(id.to_string());
-    let mut dir = None;
+    let mut dir: Option<PathBuf> = None;
     for file in FILES {
+        // The pickle is a fallback for repositories without safetensors weights.
+        if file == "pytorch_model.bin" && dir.as_ref().is_some_and(|d| d.join("model.safetensors").exists()) {
+            continue;
+        }
         match repo.get(file) {
             Ok(path) => dir = path.parent().map(Path::to_path_buf),
             Err(e) if file == "config.json" => return fail(e.to_string()),
