@@ -1,24 +1,12 @@
 //! The readers on fixtures in the real formats, on the real COPA/XCOPA/XQuAD files when
 //! `../shared/data` is present, and on malformed input.
-use std::path::{Path, PathBuf};
+
+mod common;
+
+use std::path::PathBuf;
 
 use toolkit::data::nli::{self, NliLabel};
 use toolkit::data::{copa, squad, CopaQuestion, OnMalformed};
-
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/data")
-}
-
-/// The real data sets, or `None` (with a message) on a checkout without them.
-fn shared_data() -> Option<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data");
-    if dir.is_dir() {
-        Some(dir)
-    } else {
-        eprintln!("skipped: {} is absent (real COPA/XCOPA/XQuAD files)", dir.display());
-        None
-    }
-}
 
 fn write_temp(name: &str, text: &str) -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
@@ -29,7 +17,7 @@ fn write_temp(name: &str, text: &str) -> (tempfile::TempDir, PathBuf) {
 
 #[test]
 fn multinli_jsonl_skips_pairs_without_gold_label_and_counts_them() {
-    let path = fixtures().join("multinli/multinli_1.0/multinli_1.0_dev_matched.jsonl");
+    let path = common::data_fixtures().join("multinli/multinli_1.0/multinli_1.0_dev_matched.jsonl");
     let loaded = nli::read(&path, None, OnMalformed::Error).unwrap();
     assert_eq!(loaded.records.len(), 4);
     assert_eq!(loaded.skipped.total(), 1);
@@ -46,7 +34,7 @@ fn multinli_jsonl_skips_pairs_without_gold_label_and_counts_them() {
 
 #[test]
 fn huggingface_style_jsonl_maps_class_ids_and_skips_unlabelled() {
-    let loaded = nli::read(&fixtures().join("multinli/hf_train.jsonl"), None, OnMalformed::Error).unwrap();
+    let loaded = nli::read(&common::data_fixtures().join("multinli/hf_train.jsonl"), None, OnMalformed::Error).unwrap();
     let labels: Vec<_> = loaded.records.iter().map(|r| r.label).collect();
     assert_eq!(labels, [NliLabel::Entailment, NliLabel::Contradiction, NliLabel::Neutral]);
     assert_eq!(loaded.records[0].premise, "A dog runs across the park.");
@@ -56,7 +44,7 @@ fn huggingface_style_jsonl_maps_class_ids_and_skips_unlabelled() {
 
 #[test]
 fn xnli_tsv_selects_a_language_and_keeps_bare_quotes() {
-    let path = fixtures().join("xnli/XNLI-1.0/xnli.test.tsv");
+    let path = common::data_fixtures().join("xnli/XNLI-1.0/xnli.test.tsv");
     let de = nli::read(&path, Some("de"), OnMalformed::Error).unwrap();
     assert_eq!(de.records.len(), 2);
     assert_eq!(de.records[1].premise, "Er sagte \"vielleicht\" und ging.");
@@ -70,7 +58,7 @@ fn xnli_tsv_selects_a_language_and_keeps_bare_quotes() {
 
 #[test]
 fn xnli_jsonl_matches_the_tsv() {
-    let dir = fixtures().join("xnli/XNLI-1.0");
+    let dir = common::data_fixtures().join("xnli/XNLI-1.0");
     for lang in ["ar", "zh", "en"] {
         let tsv = nli::read(&dir.join("xnli.test.tsv"), Some(lang), OnMalformed::Error).unwrap();
         let jsonl = nli::read(&dir.join("xnli.test.jsonl"), Some(lang), OnMalformed::Error).unwrap();
@@ -108,7 +96,7 @@ fn unknown_nli_label_and_short_tsv_row_are_errors() {
 
 #[test]
 fn mlqa_files_read_as_squad_format() {
-    let dir = fixtures().join("mlqa/MLQA_V1/test");
+    let dir = common::data_fixtures().join("mlqa/MLQA_V1/test");
     for lang in ["en", "ar", "de", "es", "hi", "vi", "zh"] {
         let path = dir.join(format!("test-context-{lang}-question-{lang}.json"));
         let loaded = squad::read(&path, OnMalformed::Error).unwrap();
@@ -163,7 +151,7 @@ fn copa_bad_label_is_an_error_and_unlabelled_is_counted() {
 
 #[test]
 fn real_copa_and_xcopa_files() {
-    let Some(data) = shared_data() else { return };
+    let Some(data) = common::shared_data() else { return };
     let train = copa::read(&data.join("copa/train.jsonl"), OnMalformed::Error).unwrap();
     let val = copa::read(&data.join("copa/val.jsonl"), OnMalformed::Error).unwrap();
     assert_eq!((train.records.len(), val.records.len()), (400, 100));
@@ -179,7 +167,7 @@ fn real_copa_and_xcopa_files() {
 
 #[test]
 fn real_xquad_files() {
-    let Some(data) = shared_data() else { return };
+    let Some(data) = common::shared_data() else { return };
     for lang in ["ar", "de", "el", "en", "es", "hi", "ro", "ru", "th", "tr", "vi", "zh"] {
         let loaded = squad::read(&data.join(format!("xquad/xquad.{lang}.json")), OnMalformed::Error).unwrap();
         assert_eq!(loaded.records.len(), 1190, "{lang}");

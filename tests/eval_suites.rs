@@ -1,6 +1,9 @@
 //! The suite files in `eval-suites/`: they parse, name the paper's languages, and find their
 //! data (the fixtures for XNLI and MLQA, the real files for XCOPA and XQuAD).
-use std::path::{Path, PathBuf};
+
+mod common;
+
+use std::path::Path;
 
 use toolkit::data::OnMalformed;
 use toolkit::eval::suite::{Format, Records};
@@ -8,20 +11,6 @@ use toolkit::eval::{Metric, Suite, Task};
 
 fn suite(name: &str) -> Suite {
     Suite::load(&format!("{}/eval-suites/{name}.toml", env!("CARGO_MANIFEST_DIR"))).unwrap()
-}
-
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/data")
-}
-
-fn shared_data() -> Option<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data");
-    if dir.is_dir() {
-        Some(dir)
-    } else {
-        eprintln!("skipped: {} is absent (real XCOPA/XQuAD files)", dir.display());
-        None
-    }
 }
 
 fn langs(suite: &Suite) -> Vec<&str> {
@@ -101,12 +90,12 @@ fn a_suite_that_does_not_fit_its_task_is_rejected() {
 fn xnli_and_mlqa_suites_read_the_fixtures() {
     let xnli = suite("xnli");
     for lang in &xnli.languages {
-        let Records::Nli(loaded) = xnli.read(&fixtures(), lang, OnMalformed::Error).unwrap() else { panic!() };
+        let Records::Nli(loaded) = xnli.read(&common::data_fixtures(), lang, OnMalformed::Error).unwrap() else { panic!() };
         assert_eq!(loaded.records.len(), 2, "{lang}");
     }
     let mlqa = suite("mlqa");
     for lang in &mlqa.languages {
-        let Records::Qa(loaded) = mlqa.read(&fixtures(), lang, OnMalformed::Error).unwrap() else { panic!() };
+        let Records::Qa(loaded) = mlqa.read(&common::data_fixtures(), lang, OnMalformed::Error).unwrap() else { panic!() };
         assert_eq!(loaded.records.len(), 2, "{lang}");
         mlqa.answer_normalization(lang).unwrap();
     }
@@ -114,7 +103,7 @@ fn xnli_and_mlqa_suites_read_the_fixtures() {
 
 #[test]
 fn xcopa_and_xquad_suites_read_the_real_files() {
-    let Some(data) = shared_data() else { return };
+    let Some(data) = common::shared_data() else { return };
     let xcopa = suite("xcopa");
     for lang in &xcopa.languages {
         let records = xcopa.read(&data, lang, OnMalformed::Error).unwrap();

@@ -1,6 +1,8 @@
 //! Tokenization parity with Hugging Face's `BertTokenizerFast` on the real mBERT vocabulary:
 //! ids, token types, sequence ids and character offsets, truncation included, and the QA
 //! sliding windows with their answer labels. Skips when `../shared/data` is absent.
+
+mod common;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -15,7 +17,7 @@ fn root() -> &'static Path {
 
 /// The mBERT vocabulary folder, or `None` (with a message) when it is absent.
 fn mbert_dir() -> Option<PathBuf> {
-    let dir = root().join("../shared/data/vocab/bert-base-multilingual-cased");
+    let dir = common::shared_data()?.join("vocab/bert-base-multilingual-cased");
     if dir.join("vocab.txt").is_file() {
         Some(dir)
     } else {

@@ -10,6 +10,23 @@ pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// The real data sets (`TOOLKIT_DATA_DIR`, else `../shared/data`), or `None` with a message on
+/// a checkout without them, so that tests needing them skip visibly.
+pub fn shared_data() -> Option<PathBuf> {
+    let dir = std::env::var_os("TOOLKIT_DATA_DIR").map(PathBuf::from).unwrap_or_else(|| repo().join("../shared/data"));
+    if dir.is_dir() {
+        Some(dir)
+    } else {
+        eprintln!("skipped: {} is absent (real COPA/XCOPA/XQuAD files, mBERT vocabulary)", dir.display());
+        None
+    }
+}
+
+/// Small files in the benchmarks' real formats.
+pub fn data_fixtures() -> PathBuf {
+    repo().join("tests/fixtures/data")
+}
+
 pub fn parity_cases() -> Vec<PathBuf> {
     let mut cases: Vec<PathBuf> = std::fs::read_dir(repo().join("tests/fixtures/parity"))
         .expect("tests/fixtures/parity exists")
