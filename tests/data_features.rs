@@ -203,6 +203,9 @@ fn train_subset_is_seeded_uniform_and_in_file_order() {
 
 #[test]
 fn tokenizer_dir_without_files_is_an_error() {
+    let empty = tempfile::tempdir().unwrap();
+    let err = tokenizer::load(empty.path()).unwrap_err();
+    assert!(err.to_string().contains("neither tokenizer.json nor vocab.txt"), "{err:#}");
     let err = tokenizer::load(Path::new("/nonexistent")).unwrap_err();
-    assert!(err.to_string().contains("neither tokenizer.json nor vocab.txt"));
+    assert!(format!("{err:#}").contains("no such model directory"), "{err:#}");
 }
