@@ -52,7 +52,9 @@ impl Schedule {
     }
 
     /// The event at `step` (0-based count of updates done), given every `k` steps. Events
-    /// happen at steps k, 2k, ...; once everything is trainable there are none.
+    /// happen at steps k, 2k, ...; once everything is trainable there are none. (The paper's
+    /// released code fires after k-1, 2k-1, ... updates, so its top adapter trains alone one
+    /// update less.)
     pub fn event(&self, step: usize, k: usize, trainable: &[usize], num_layers: usize) -> Option<Event> {
         if step == 0 || k == 0 || step % k != 0 || trainable.len() >= num_layers {
             return None;
