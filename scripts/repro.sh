@@ -3,7 +3,7 @@
 # schedules over several seeds (mean ± std), and a QA variant on XQuAD with no test item seen
 # in training: the task adapter trains on the English text of the first half of XQuAD's 48
 # articles and is scored on the other half in all twelve languages.
-#   SEEDS="1 2 3"  METHODS="standard gu fun"  QA_METHODS="standard fun"  TOOLKIT_DATA_DIR=DIR
+#   SEEDS="1 2 3"  METHODS="standard gu fun"  QA_SEEDS="$SEEDS"  QA_METHODS="standard fun"  TOOLKIT_DATA_DIR=DIR
 #   QA_EPOCHS=2 (each QA epoch is ~600 windows of 384 tokens: minutes per epoch on 2 cores)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -45,7 +45,7 @@ PY
 sed -e 's/^name = "xquad"/name = "xquad-heldout"/' \
     -e 's/^description = .*/description = "XQuAD, the 24 articles not used for training (F1 \/ exact match)"/' \
     eval-suites/xquad.toml > "$split/xquad-heldout.toml"
-for seed in ${SEEDS:-1 2 3}; do
+for seed in ${QA_SEEDS:-${SEEDS:-1 2 3}}; do
     for method in ${QA_METHODS:-standard fun}; do
         run=$out/xquad-$method-s$seed
         $tk train --model models/multilingual-e5-small --task qa --schedule "$method" --seed "$seed" --quiet \

@@ -47,7 +47,7 @@ fn edit_json(path: &Path, edit: impl FnOnce(&mut Value)) {
 fn edit_tensors(path: &Path, edit: impl FnOnce(&mut Vec<(String, Tensor)>)) {
     let w = Weights::read_safetensors(path, |n| Some(n.to_string())).unwrap();
     let mut tensors: Vec<(String, Tensor)> =
-        w.names().map(|n| (n.to_string(), w.entry(n).unwrap().tensor.clone())).collect();
+        w.names().map(|n| (n.to_string(), w.entry(n).unwrap().tensor().unwrap().clone())).collect();
     edit(&mut tensors);
     let refs: Vec<(String, &Tensor)> = tensors.iter().map(|(n, t)| (n.clone(), t)).collect();
     write_safetensors(path, &refs, None).unwrap();

@@ -61,7 +61,7 @@ fn mbert_matches_bert_tokenizer_fast() {
         };
         let encoding = match &case.text_pair {
             Some(pair) => {
-                let truncation = Truncation { max_length: case.max_length.unwrap_or(512), strategy, stride: 0 };
+                let truncation = Truncation { max_length: case.max_length.unwrap_or(512), strategy, stride: 0, windows: false };
                 encode_pairs(&tokenizer, vec![(case.text.clone(), pair.clone())], truncation).unwrap().remove(0)
             }
             None => {

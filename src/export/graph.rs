@@ -164,7 +164,7 @@ impl Builder<'_> {
 
     fn shape_of(&self, name: &str) -> Result<Vec<usize>> {
         match self.model.weights.entry(name) {
-            Some(e) => Ok(e.tensor.shape.clone()),
+            Some(e) => Ok(e.shape.clone()),
             None => self.model.weights.get(name, &[]).map(|t| t.shape.clone()), // the error names what is missing
         }
     }

@@ -7,20 +7,22 @@ use tokenizers::{Encoding, PostProcessor, Tokenizer, TruncationParams, Truncatio
 pub struct Truncation {
     pub max_length: usize,
     pub strategy: TruncationStrategy,
-    /// Tokens shared by consecutive overflow windows; 0 = no windows kept.
+    /// Tokens shared by consecutive overflow windows.
     pub stride: usize,
+    /// Whether the windows past the first are kept (QA contexts).
+    pub windows: bool,
 }
 
 impl Truncation {
     /// Hugging Face's `truncation=True`: drop tokens from the longer sequence first.
     pub fn longest_first(max_length: usize) -> Truncation {
-        Truncation { max_length, strategy: TruncationStrategy::LongestFirst, stride: 0 }
+        Truncation { max_length, strategy: TruncationStrategy::LongestFirst, stride: 0, windows: false }
     }
 }
 
 /// Encodes `(first, second)` pairs with special tokens, character offsets and `truncation`,
-/// without padding (batches are padded when they are built). Windows past the first are in
-/// each encoding's `get_overflowing()`.
+/// without padding (batches are padded when they are built). Windows past the first, where
+/// kept, are in each encoding's `get_overflowing()`.
 ///
 /// Each side is tokenised whole and truncation applied afterwards, in `post_process`:
 /// tokenizers 0.23 cuts every sequence to `max_length` tokens while tokenising when
@@ -42,24 +44,34 @@ pub fn encode_pairs(
             ..TruncationParams::default()
         }))
         .map_err(|e| anyhow!("truncation settings: {e}"))?;
-    let (firsts, seconds): (Vec<String>, Vec<String>) = pairs.into_iter().unzip();
     let tokenize =
         |texts: Vec<String>| whole.encode_batch_char_offsets(texts, false).map_err(|e| anyhow!("tokenizing: {e}"));
-    let (firsts, seconds) = (tokenize(firsts)?, tokenize(seconds)?);
-    if truncation.strategy == TruncationStrategy::OnlySecond {
-        check_room_for_windows(&whole, &firsts, &seconds, truncation)?;
-    }
-    firsts
-        .into_iter()
-        .zip(seconds)
-        .map(|(first, second)| {
+    // In chunks, so the untruncated encodings of long texts never all exist at once.
+    let mut encodings = Vec::with_capacity(pairs.len());
+    let mut pairs = pairs.into_iter().peekable();
+    while pairs.peek().is_some() {
+        let (firsts, seconds): (Vec<String>, Vec<String>) = pairs.by_ref().take(ENCODE_CHUNK).unzip();
+        let (firsts, seconds) = (tokenize(firsts)?, tokenize(seconds)?);
+        if truncation.strategy == TruncationStrategy::OnlySecond {
+            check_room_for_windows(&whole, &firsts, &seconds, truncation)?;
+        }
+        for (first, second) in firsts.into_iter().zip(seconds) {
             let mut encoding =
                 truncating.post_process(first, Some(second), true).map_err(|e| anyhow!("truncating: {e}"))?;
+            if !truncation.windows {
+                // Pair truncation lists every combination of cut-off pieces as overflow; none
+                // is used without windows, and for long texts they dwarf the kept tokens.
+                drop(encoding.take_overflowing());
+            }
             align_window_type_ids(&mut encoding);
-            Ok(encoding)
-        })
-        .collect()
+            encodings.push(encoding);
+        }
+    }
+    Ok(encodings)
 }
+
+/// Pairs tokenised at a time.
+const ENCODE_CHUNK: usize = 256;
 
 /// Gives every overflow window the token types of the first window: the post-processors
 /// type only the windows they are given, so the later windows of a template tokenizer (XLM-R,

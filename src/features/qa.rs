@@ -35,7 +35,7 @@ pub fn qa_features(
     doc_stride: usize,
 ) -> Result<Vec<QaFeature>> {
     let pairs = examples.iter().map(|e| (e.question.trim_start().to_string(), e.context.to_string())).collect();
-    let truncation = Truncation { max_length, strategy: TruncationStrategy::OnlySecond, stride: doc_stride };
+    let truncation = Truncation { max_length, strategy: TruncationStrategy::OnlySecond, stride: doc_stride, windows: true };
     let encodings = encode_pairs(tokenizer, pairs, truncation)?;
     let mut features = Vec::with_capacity(encodings.len());
     for (index, (mut encoding, example)) in encodings.into_iter().zip(examples).enumerate() {

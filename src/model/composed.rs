@@ -103,7 +103,7 @@ fn hf_num_labels(weights: &Weights) -> Option<usize> {
     ["classifier.weight", "classifier.out_proj.weight"]
         .iter()
         .find_map(|n| weights.entry(n))
-        .map(|e| e.tensor.shape[0])
+        .map(|e| e.shape[0])
 }
 
 /// Reads the checkpoint `safetensors` of `dir`, or else the PyTorch pickle `bin` that older

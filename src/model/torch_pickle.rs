@@ -36,7 +36,7 @@ pub fn read(path: &Path, rename: impl Fn(&str) -> Option<String>) -> Result<Weig
     let shared = Arc::new(path.to_path_buf());
     let mut weights = Weights::default();
     for (canonical, stored_name, tensor) in tensors {
-        weights.insert(canonical, Entry { tensor, file: shared.clone(), stored_name })?;
+        weights.insert(canonical, Entry::in_memory(tensor, shared.clone(), stored_name))?;
     }
     Ok(weights)
 }

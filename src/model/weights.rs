@@ -1,11 +1,12 @@
 //! Named fp32 tensors read from safetensors files, without libtorch: the one place where
 //! checkpoint tensors enter the toolkit, shared by the tch model and the ONNX exporter.
 use std::collections::BTreeMap;
+use std::io::Read;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use anyhow::{bail, Context, Result};
-use std::io::{Read, Seek, SeekFrom};
 
 use safetensors::Dtype;
 
@@ -23,12 +24,55 @@ impl Tensor {
     }
 }
 
-/// A tensor together with the file and the name it had there, for error messages.
+/// A tensor together with the file and the name it had there, for error messages. Tensors
+/// of a safetensors file are read on first use (or straight into a destination with
+/// `read_into`), so loading a model never holds its weights twice.
 #[derive(Debug, Clone)]
 pub struct Entry {
-    pub tensor: Tensor,
+    pub shape: Vec<usize>,
     pub file: Arc<PathBuf>,
     pub stored_name: String,
+    stored: Option<Stored>,
+    tensor: OnceLock<Tensor>,
+}
+
+/// Where an entry's values lie. The open file is kept, so replacing the file on disk (an
+/// atomic checkpoint write) cannot change what a loaded entry reads.
+#[derive(Debug, Clone)]
+struct Stored {
+    handle: Arc<std::fs::File>,
+    offset: u64,
+    dtype: String,
+}
+
+impl Entry {
+    /// An entry whose values are already in memory.
+    pub fn in_memory(tensor: Tensor, file: Arc<PathBuf>, stored_name: String) -> Self {
+        Self { shape: tensor.shape.clone(), file, stored_name, stored: None, tensor: OnceLock::from(tensor) }
+    }
+
+    /// The values, read from the file on first use.
+    pub fn tensor(&self) -> Result<&Tensor> {
+        if let Some(t) = self.tensor.get() {
+            return Ok(t);
+        }
+        let mut data = vec![0f32; self.shape.iter().product()];
+        self.read_into(&mut data)?;
+        Ok(self.tensor.get_or_init(|| Tensor::new(self.shape.clone(), data)))
+    }
+
+    /// Copies the values into `dst` (exactly as many elements), reading them from the file
+    /// without an intermediate buffer when they are not in memory yet.
+    pub fn read_into(&self, dst: &mut [f32]) -> Result<()> {
+        assert_eq!(dst.len(), self.shape.iter().product::<usize>(), "destination size");
+        if let Some(t) = self.tensor.get() {
+            dst.copy_from_slice(&t.data);
+            return Ok(());
+        }
+        let stored = self.stored.as_ref().expect("an entry holds its values or where they are");
+        read_f32_at(&stored.handle, stored.offset, &stored.dtype, dst)
+            .with_context(|| format!("{}: reading tensor `{}`", self.file.display(), self.stored_name))
+    }
 }
 
 /// Tensors by canonical name (the encoder's Hugging Face names without the `bert.`/`roberta.`
@@ -39,9 +83,9 @@ pub struct Weights {
 }
 
 impl Weights {
-    /// Reads every tensor of a safetensors file, renaming each with `rename` (return `None` to
-    /// skip a tensor). Two tensors that land on one name are an error. Tensors are read from
-    /// the file straight into their buffers: a model is held once in memory, not twice.
+    /// Indexes every tensor of a safetensors file, renaming each with `rename` (return `None`
+    /// to skip a tensor). Two tensors that land on one name are an error. Only the header is
+    /// read here and checked against the file's size; values are read when used.
     pub fn read_safetensors(path: &Path, rename: impl Fn(&str) -> Option<String>) -> Result<Self> {
         let corrupt = || format!("{}: not a valid safetensors file", path.display());
         let mut file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
@@ -57,6 +101,7 @@ impl Weights {
         let header: BTreeMap<String, serde_json::Value> = serde_json::from_slice(&header).with_context(corrupt)?;
         let data_start = 8 + header_len;
         let shared = Arc::new(path.to_path_buf());
+        let handle = Arc::new(file);
         let mut weights = Self::default();
         for (name, info) in header {
             if name == "__metadata__" {
@@ -71,9 +116,8 @@ impl Weights {
             if end < begin || end - begin != (elements * width) as u64 || data_start + end > size {
                 bail!("{}: data offsets {begin}..{end} do not fit shape {:?} of {} in a file of {size} bytes", at(), info.shape, info.dtype);
             }
-            file.seek(SeekFrom::Start(data_start + begin)).with_context(at)?;
-            let data = read_f32(&mut file, &info.dtype, elements).with_context(at)?;
-            let entry = Entry { tensor: Tensor::new(info.shape, data), file: shared.clone(), stored_name: name.clone() };
+            let stored = Stored { handle: handle.clone(), offset: data_start + begin, dtype: info.dtype };
+            let entry = Entry { shape: info.shape, file: shared.clone(), stored_name: name.clone(), stored: Some(stored), tensor: OnceLock::new() };
             weights.insert(canonical, entry)?;
         }
         Ok(weights)
@@ -115,25 +159,30 @@ impl Weights {
 
     /// The tensor `name` with exactly `shape`, or an error naming the tensor and its file.
     pub fn get(&self, name: &str, shape: &[usize]) -> Result<&Tensor> {
+        self.checked(name, shape)?.tensor()
+    }
+
+    /// Moves the tensor `name`, which must have exactly `shape`, into `dst` and forgets it.
+    pub fn take_into(&mut self, name: &str, shape: &[usize], dst: &mut [f32]) -> Result<()> {
+        self.checked(name, shape)?.read_into(dst)?;
+        self.entries.remove(name);
+        Ok(())
+    }
+
+    fn checked(&self, name: &str, shape: &[usize]) -> Result<&Entry> {
         let Some(entry) = self.entries.get(name) else {
             bail!("missing tensor `{name}`{}", self.where_hint(name));
         };
-        if entry.tensor.shape != shape {
+        if entry.shape != shape {
             bail!(
                 "{}: tensor `{}` has shape {:?}, expected {:?}",
                 entry.file.display(),
                 entry.stored_name,
-                entry.tensor.shape,
+                entry.shape,
                 shape
             );
         }
-        Ok(&entry.tensor)
-    }
-
-    /// Removes the tensor `name`, which must have exactly `shape`.
-    pub fn take(&mut self, name: &str, shape: &[usize]) -> Result<Tensor> {
-        self.get(name, shape)?;
-        Ok(self.entries.remove(name).expect("checked above").tensor)
+        Ok(entry)
     }
 
     fn where_hint(&self, name: &str) -> String {
@@ -173,23 +222,24 @@ fn dtype_width(dtype: &str) -> Option<usize> {
     })
 }
 
-/// Reads `n` values of `dtype` at the file's position as f32.
-fn read_f32(file: &mut std::fs::File, dtype: &str, n: usize) -> Result<Vec<f32>> {
+/// Reads `dst.len()` values of `dtype` at `offset` of `file` as f32.
+fn read_f32_at(file: &std::fs::File, offset: u64, dtype: &str, dst: &mut [f32]) -> Result<()> {
     if dtype == "F32" {
-        let mut data = vec![0f32; n];
         // SAFETY: any byte pattern is a valid f32, and the target is little-endian like the file.
-        let bytes = unsafe { std::slice::from_raw_parts_mut(data.as_mut_ptr().cast::<u8>(), n * 4) };
-        file.read_exact(bytes)?;
-        return Ok(data);
+        let bytes = unsafe { std::slice::from_raw_parts_mut(dst.as_mut_ptr().cast::<u8>(), std::mem::size_of_val(dst)) };
+        file.read_exact_at(bytes, offset)?;
+        return Ok(());
     }
-    let width = dtype_width(dtype).expect("checked by the caller");
-    let mut bytes = vec![0u8; n * width];
-    file.read_exact(&mut bytes)?;
-    Ok(match dtype {
-        "F64" => bytes.chunks_exact(8).map(|b| f64::from_le_bytes(b.try_into().unwrap()) as f32).collect(),
-        "F16" => bytes.chunks_exact(2).map(|b| half::f16::from_le_bytes(b.try_into().unwrap()).to_f32()).collect(),
-        _ => bytes.chunks_exact(2).map(|b| half::bf16::from_le_bytes(b.try_into().unwrap()).to_f32()).collect(),
-    })
+    let width = dtype_width(dtype).expect("checked when indexed");
+    let mut bytes = vec![0u8; dst.len() * width];
+    file.read_exact_at(&mut bytes, offset)?;
+    let chunks = bytes.chunks_exact(width);
+    match dtype {
+        "F64" => dst.iter_mut().zip(chunks).for_each(|(d, b)| *d = f64::from_le_bytes(b.try_into().unwrap()) as f32),
+        "F16" => dst.iter_mut().zip(chunks).for_each(|(d, b)| *d = half::f16::from_le_bytes(b.try_into().unwrap()).to_f32()),
+        _ => dst.iter_mut().zip(chunks).for_each(|(d, b)| *d = half::bf16::from_le_bytes(b.try_into().unwrap()).to_f32()),
+    }
+    Ok(())
 }
 
 /// Writes tensors to a safetensors file atomically (a temporary file renamed into place), so
@@ -216,3 +266,29 @@ fn bytemuck_f32(data: &[f32]) -> &[u8] {
 
 #[cfg(target_endian = "big")]
 compile_error!("safetensors I/O here assumes a little-endian target");
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn indexed_tensors_read_the_file_they_were_indexed_from() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("w.safetensors");
+        let (a, b) = (Tensor::new(vec![2, 2], vec![1.0, 2.0, 3.0, 4.0]), Tensor::new(vec![3], vec![5.0, 6.0, 7.0]));
+        write_safetensors(&path, &[("a".into(), &a), ("b".into(), &b)], None).unwrap();
+        let mut weights = Weights::read_safetensors(&path, |n| Some(n.to_string())).unwrap();
+        assert_eq!(weights.entry("b").unwrap().shape, vec![3]);
+
+        // An atomic checkpoint write replaces the file; what was indexed keeps its values.
+        let zeros = Tensor::new(vec![2, 2], vec![0.0; 4]);
+        write_safetensors(&path, &[("a".into(), &zeros)], None).unwrap();
+        let mut got = vec![0f32; 4];
+        weights.take_into("a", &[2, 2], &mut got).unwrap();
+        assert_eq!(got, a.data);
+        assert!(!weights.contains("a"), "taken tensors are forgotten");
+        assert_eq!(weights.get("b", &[3]).unwrap(), &b);
+        let err = weights.get("b", &[1, 3]).unwrap_err().to_string();
+        assert!(err.contains("tensor `b` has shape [3], expected [1, 3]"), "{err}");
+    }
+}

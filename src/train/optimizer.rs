@@ -87,8 +87,9 @@ impl AdamW {
             let load = |suffix: &str| -> Result<Tensor> {
                 let key = format!("{name}.{suffix}");
                 let e = weights.entry(&key).with_context(|| format!("optimizer state lacks `{key}`"))?;
-                let shape: Vec<i64> = e.tensor.shape.iter().map(|&d| d as i64).collect();
-                Ok(Tensor::from_slice(&e.tensor.data).reshape(shape).to_device(device))
+                let t = e.tensor()?;
+                let shape: Vec<i64> = t.shape.iter().map(|&d| d as i64).collect();
+                Ok(Tensor::from_slice(&t.data).reshape(shape).to_device(device))
             };
             self.state.insert(name.clone(), Moments { m: load("exp_avg")?, v: load("exp_avg_sq")?, step });
         }

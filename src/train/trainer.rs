@@ -71,13 +71,18 @@ impl Trainer {
         let resume = run.last().join("trainer_state.json").exists();
         check_config(&run, &config, resume)?;
 
-        let tok = tokenizer::load(&config.model)?;
-        let pad = pad_id(&tok)?;
-        let train = Examples::read(&config.train_file, &config, &tok, config.train_subset)?;
-        let validation = match &config.validation_file {
-            Some(p) => Some(Examples::read(p, &config, &tok, None)?),
-            None => None,
+        let (pad, train, validation) = {
+            let tok = tokenizer::load(&config.model)?;
+            let train = Examples::read(&config.train_file, &config, &tok, config.train_subset)?;
+            let validation = match &config.validation_file {
+                Some(p) => Some(Examples::read(p, &config, &tok, None)?),
+                None => None,
+            };
+            (pad_id(&tok)?, train, validation)
         };
+        // The tokenizer (a 250k-piece vocabulary for XLM-R models) is no longer needed: hand
+        // its memory back before the model is loaded, so it does not count towards the peak.
+        release_free_heap();
         report_skipped(&run, &config, &train, validation.as_ref())?;
 
         let files = ModelFiles {
@@ -455,4 +460,19 @@ fn report_skipped(run: &RunDir, config: &TrainConfig, train: &Examples, validati
         eprint!("skipped records:\n{text}");
     }
     crate::fsx::write_atomic(&run.file("skipped.txt"), text.as_bytes())
+}
+
+/// Returns the heap's free pages to the system. glibc keeps freed small allocations (the
+/// tokenizer's vocabulary) in its arenas, where they would still count as resident memory.
+fn release_free_heap() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        extern "C" {
+            fn malloc_trim(pad: usize) -> std::ffi::c_int;
+        }
+        // SAFETY: malloc_trim only releases memory glibc's allocator holds unused.
+        unsafe {
+            malloc_trim(0);
+        }
+    }
 }

@@ -82,7 +82,7 @@ impl MadxModel {
                 }
                 let down = format!("{}.adapter_down.0.weight", spec.layer_prefix(i));
                 let bottleneck = match weights.entry(&down) {
-                    Some(e) => e.tensor.shape[0] as i64,
+                    Some(e) => e.shape[0] as i64,
                     None => (c.hidden_size as f64 / spec.config.reduction_factor) as i64,
                 };
                 let apath = &path / "output" / "adapters" / spec.name.as_str();
@@ -132,13 +132,15 @@ impl MadxModel {
                     continue;
                 }
                 let shape: Vec<usize> = var.size().iter().map(|&d| d as usize).collect();
-                let tensor = weights.take(&name, &shape)?;
+                let elements = shape.iter().product();
                 if var.device() == Device::Cpu && var.is_contiguous() && var.kind() == tch::Kind::Float {
                     // SAFETY: a contiguous f32 CPU variable of exactly this many elements.
-                    let dst = unsafe { std::slice::from_raw_parts_mut(var.data_ptr() as *mut f32, tensor.data.len()) };
-                    dst.copy_from_slice(&tensor.data);
+                    let dst = unsafe { std::slice::from_raw_parts_mut(var.data_ptr() as *mut f32, elements) };
+                    weights.take_into(&name, &shape, dst)?;
                 } else {
-                    let src = Tensor::from_slice(&tensor.data).reshape(var.size()).to_device(var.device());
+                    let mut data = vec![0f32; elements];
+                    weights.take_into(&name, &shape, &mut data)?;
+                    let src = Tensor::from_slice(&data).reshape(var.size()).to_device(var.device());
                     var.f_copy_(&src).with_context(|| format!("copying `{name}`"))?;
                 }
             }
