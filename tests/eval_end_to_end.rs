@@ -33,6 +33,7 @@ fn export_fixture(root: &Path, case: &str, languages: &[&str]) -> PathBuf {
         task_adapter: Some(case_dir.join("task")),
         languages: languages.iter().map(|l| (Some(l.to_string()), Some(case_dir.join("lang")))).collect(),
         dtype: Dtype::Fp32,
+        int8_lang_adapters: false,
         max_seq_len: None,
         tokenizer_dir: tokenizer,
         out: out.clone(),

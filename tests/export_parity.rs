@@ -39,6 +39,7 @@ fn plan(case: &Case, root: &Path, languages: &[&str], dtype: Dtype) -> ExportPla
         task_adapter: files.task_adapter,
         languages,
         dtype,
+        int8_lang_adapters: false,
         max_seq_len: None,
         tokenizer_dir: tokenizer_dir(root),
         out: root.join("export"),
@@ -70,11 +71,19 @@ fn run(model: &Path, case: &Case) -> BTreeMap<String, (Vec<f64>, Vec<usize>)> {
 
 /// Exports every case and compares; returns (case, output, max abs diff) rows.
 fn check_all_cases(dtype: Dtype, tolerance: f64) -> Vec<String> {
+    check_cases(dtype, false, tolerance)
+}
+
+fn check_cases(dtype: Dtype, int8_lang_adapters: bool, tolerance: f64) -> Vec<String> {
     let mut report = Vec::new();
     for dir in parity_cases() {
         let case = Case::load(&dir);
+        if int8_lang_adapters && case.files().lang_adapter.is_none() {
+            continue;
+        }
         let root = tempfile::tempdir().unwrap();
-        let plan = plan(&case, root.path(), &["xx"], dtype);
+        let mut plan = plan(&case, root.path(), &["xx"], dtype);
+        plan.int8_lang_adapters = int8_lang_adapters;
         let summary = export(&plan).unwrap_or_else(|e| panic!("{}: {e:#}", case.name()));
         let model = plan.out.join(&summary.manifest.models[0].file);
         let ours = run(&model, &case);
@@ -100,6 +109,35 @@ fn fp16_exports_match_reference_outputs() {
     let report = check_all_cases(Dtype::Fp16, FP16_TOLERANCE);
     eprintln!("fp16 max abs diff per case:\n{}", report.join("\n"));
 }
+
+/// Language adapters stored as int8: the only lossy part is the language adapter, so the
+/// outputs stay close to the reference (its weights' rounding error is at most 1/254 of each
+/// output feature's largest weight). Measured on these fixtures: 3e-3 to 2.3e-2.
+#[test]
+fn int8_language_adapters_stay_close_to_reference_outputs() {
+    let report = check_cases(Dtype::Fp32, true, INT8_TOLERANCE);
+    assert!(report.len() >= 3, "too few cases with a language adapter: {report:?}");
+    eprintln!("int8 language adapters, max abs diff per case:\n{}", report.join("\n"));
+
+    let case = Case::load(&common::repo().join("tests/fixtures/parity/bert_stack_cls_hf"));
+    let (exact, int8) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let exact_plan = plan(&case, exact.path(), &["th"], Dtype::Fp32);
+    let mut int8_plan = plan(&case, int8.path(), &["th"], Dtype::Fp32);
+    int8_plan.int8_lang_adapters = true;
+    let (exact_summary, int8_summary) = (export(&exact_plan).unwrap(), export(&int8_plan).unwrap());
+    assert!(int8_summary.manifest.int8_lang_adapters);
+    assert_eq!(exact_summary.shared_bytes, int8_summary.shared_bytes, "base and task weights are not quantised");
+    let graph = load_model(&int8_plan.out.join("th.onnx")).graph.unwrap();
+    for t in &graph.initializer {
+        let name = t.name.as_deref().unwrap();
+        if name.contains(".adapters.lang.") && name.ends_with(".weight.T.int8") {
+            assert_eq!(t.data_type, Some(3), "`{name}` is int8"); // TensorProto.DataType.INT8
+        }
+        assert!(!(name.contains(".adapters.lang.") && name.ends_with(".weight.T")), "`{name}` left in float");
+    }
+}
+
+const INT8_TOLERANCE: f64 = 5e-2;
 
 fn load_model(path: &Path) -> ModelProto {
     ModelProto::decode(std::fs::read(path).unwrap().as_slice()).unwrap()

@@ -183,6 +183,7 @@ fn onnx_export_matches_reference_logits() {
             task_adapter: files.task_adapter,
             languages: vec![(Some("xx".into()), files.lang_adapter)],
             dtype,
+            int8_lang_adapters: false,
             max_seq_len: None,
             tokenizer_dir,
             out: root.path().join("export"),

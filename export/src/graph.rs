@@ -16,6 +16,7 @@ pub enum ElemType {
     F16,
     I64,
     I32,
+    I8,
     Bool,
 }
 
@@ -27,6 +28,7 @@ impl ElemType {
             ElemType::F16 => DataType::Float16,
             ElemType::I64 => DataType::Int64,
             ElemType::I32 => DataType::Int32,
+            ElemType::I8 => DataType::Int8,
             ElemType::Bool => DataType::Bool,
         }) as i32
     }
@@ -36,7 +38,7 @@ impl ElemType {
             ElemType::F32 | ElemType::I32 => 4,
             ElemType::F16 => 2,
             ElemType::I64 => 8,
-            ElemType::Bool => 1,
+            ElemType::I8 | ElemType::Bool => 1,
         }
     }
 }

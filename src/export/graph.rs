@@ -50,9 +50,10 @@ impl Dtype {
 }
 
 /// Decides where each weight is stored (inline, or in a shared external data file) and
-/// returns the initializer to add. `bytes` is called only when the data must be written.
+/// returns the initializer to add. `bytes` is called only when the data must be written, so
+/// weights already in the shared file are not read again for the next language.
 pub trait WeightSink {
-    fn tensor(&mut self, name: &str, elem: ElemType, dims: &[i64], bytes: &dyn Fn() -> Vec<u8>) -> Result<TensorProto>;
+    fn tensor(&mut self, name: &str, elem: ElemType, dims: &[i64], bytes: &dyn Fn() -> Result<Vec<u8>>) -> Result<TensorProto>;
 }
 
 /// Graph input names, in the order of the model's inputs.
@@ -63,8 +64,15 @@ pub fn input_names(arch: Arch) -> &'static [&'static str] {
     }
 }
 
-/// Builds the graph of `model` (with whatever adapters it holds) and its head.
-pub fn encoder_graph(model: &ComposedModel, dtype: Dtype, sink: &mut dyn WeightSink) -> Result<GraphProto> {
+/// Builds the graph of `model` (with whatever adapters it holds) and its head. With
+/// `int8_lang_adapter`, the language adapter's linear weights are stored as int8 (see
+/// `quantized_weight`).
+pub fn encoder_graph(
+    model: &ComposedModel,
+    dtype: Dtype,
+    int8_lang_adapter: bool,
+    sink: &mut dyn WeightSink,
+) -> Result<GraphProto> {
     let head = model.head.as_ref().context(
         "the model has no prediction head: give a task adapter saved with its head, or a checkpoint of a \
          *ForSequenceClassification / *ForQuestionAnswering / *ForMultipleChoice model",
@@ -76,6 +84,10 @@ pub fn encoder_graph(model: &ComposedModel, dtype: Dtype, sink: &mut dyn WeightS
         dtype,
         ft: dtype.elem(),
         added: HashSet::new(),
+        int8_prefixes: match (&model.lang, int8_lang_adapter) {
+            (Some(lang), true) => lang_adapter_prefixes(model, lang),
+            _ => Vec::new(),
+        },
     };
     let inputs = b.inputs(head.head_type);
     let mut hidden = b.embeddings(&inputs)?;
@@ -112,6 +124,16 @@ struct Builder<'a> {
     ft: ElemType,
     /// Initializers added so far (a LayerNorm may be used more than once).
     added: HashSet<String>,
+    /// Linear weights under these prefixes are stored as int8.
+    int8_prefixes: Vec<String>,
+}
+
+/// Name prefixes of the tensors of language adapter `lang` (bottleneck and invertible).
+pub fn lang_adapter_prefixes(model: &ComposedModel, lang: &AdapterSpec) -> Vec<String> {
+    (0..model.config.num_hidden_layers)
+        .map(|i| format!("{}.", lang.layer_prefix(i)))
+        .chain([format!("{}.", lang.invertible_prefix())])
+        .collect()
 }
 
 impl Builder<'_> {
@@ -174,10 +196,10 @@ impl Builder<'_> {
         if self.added.contains(name) {
             return Ok(name.to_string());
         }
-        let tensor = self.model.weights.get(name, shape)?;
+        let entry = self.model.weights.entry_with_shape(name, shape)?;
         let dtype = self.dtype;
         let dims: Vec<i64> = shape.iter().map(|&d| d as i64).collect();
-        let proto = self.sink.tensor(name, self.ft, &dims, &|| dtype.bytes(&tensor.data))?;
+        let proto = self.sink.tensor(name, self.ft, &dims, &|| Ok(dtype.bytes(&entry.tensor()?.data)))?;
         self.added.insert(name.to_string());
         Ok(self.g.initializer(proto))
     }
@@ -188,20 +210,54 @@ impl Builder<'_> {
         if self.added.contains(&transposed) {
             return Ok(transposed);
         }
-        let tensor = self.model.weights.get(name, &[out_dim, in_dim])?;
-        let dtype = self.dtype;
-        let bytes = || {
-            let mut t = vec![0f32; tensor.data.len()];
-            for (o, row) in tensor.data.chunks_exact(in_dim).enumerate() {
+        let entry = self.model.weights.entry_with_shape(name, &[out_dim, in_dim])?;
+        let transpose = || -> Result<Vec<f32>> {
+            let data = &entry.tensor()?.data;
+            let mut t = vec![0f32; data.len()];
+            for (o, row) in data.chunks_exact(in_dim).enumerate() {
                 for (i, v) in row.iter().enumerate() {
                     t[i * out_dim + o] = *v;
                 }
             }
-            dtype.bytes(&t)
+            Ok(t)
         };
+        self.added.insert(transposed.clone());
+        if self.int8_prefixes.iter().any(|p| name.starts_with(p.as_str())) {
+            return self.quantized_weight(&transposed, &transpose()?, in_dim, out_dim);
+        }
+        let dtype = self.dtype;
+        let bytes = || Ok(dtype.bytes(&transpose()?));
         let proto = self.sink.tensor(&transposed, self.ft, &[in_dim as i64, out_dim as i64], &bytes)?;
-        self.added.insert(transposed);
         Ok(self.g.initializer(proto))
+    }
+
+    /// An `[in, out]` weight stored as int8 with one float32 scale per output feature
+    /// (symmetric: scale = max |w| / 127 over the feature's column) and turned back into
+    /// floats by DequantizeLinear in the graph. Four times smaller than float32; the error of
+    /// each weight is at most half a step, scale / 2.
+    fn quantized_weight(&mut self, name: &str, w: &[f32], in_dim: usize, out_dim: usize) -> Result<String> {
+        let mut scales = vec![0f32; out_dim];
+        for row in w.chunks_exact(out_dim) {
+            for (s, v) in scales.iter_mut().zip(row) {
+                *s = s.max(v.abs());
+            }
+        }
+        // An all-zero column (e.g. a freshly initialised up-projection) keeps scale 1.
+        scales.iter_mut().for_each(|s| *s = if *s > 0.0 { *s / 127.0 } else { 1.0 });
+        let q: Vec<u8> = w
+            .chunks_exact(out_dim)
+            .flat_map(|row| row.iter().zip(&scales).map(|(v, s)| (v / s).round().clamp(-127.0, 127.0) as i8 as u8))
+            .collect();
+        let dims = [in_dim as i64, out_dim as i64];
+        let q_proto = self.sink.tensor(&format!("{name}.int8"), ElemType::I8, &dims, &|| Ok(q.clone()))?;
+        let q_name = self.g.initializer(q_proto);
+        let s_proto = self.sink.tensor(&format!("{name}.scale"), ElemType::F32, &[out_dim as i64], &|| Ok(Dtype::Fp32.bytes(&scales)))?;
+        let s_name = self.g.initializer(s_proto);
+        if self.ft == ElemType::F32 {
+            return Ok(self.g.node("DequantizeLinear", &format!("{name}/DequantizeLinear"), &[&q_name, &s_name]).attr(Attr::int("axis", 1)).out_as(name));
+        }
+        let w = self.g.node("DequantizeLinear", &format!("{name}/DequantizeLinear"), &[&q_name, &s_name]).attr(Attr::int("axis", 1)).out();
+        Ok(self.g.node("Cast", &format!("{name}/Cast"), &[&w]).attr(Attr::int("to", self.ft.onnx() as i64)).out_as(name))
     }
 
     /// A float scalar constant in the graph's float type.

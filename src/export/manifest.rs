@@ -28,6 +28,9 @@ pub struct ExportManifest {
     /// Graph outputs, float32.
     pub outputs: Vec<String>,
     pub dtype: Dtype,
+    /// Language adapter weights stored as int8 (`--int8-lang-adapters`).
+    #[serde(default)]
+    pub int8_lang_adapters: bool,
     /// Longest input the model takes (position embeddings).
     pub max_seq_len: usize,
     /// File names inside the export folder.

@@ -50,7 +50,7 @@ impl SharedData {
         name: &str,
         elem: ElemType,
         dims: &[i64],
-        bytes: &dyn Fn() -> Vec<u8>,
+        bytes: &dyn Fn() -> Result<Vec<u8>>,
     ) -> Result<TensorProto> {
         if let Some(p) = self.placed.get(name) {
             if p.elem != elem || p.dims != dims {
@@ -62,7 +62,7 @@ impl SharedData {
             }
             return Ok(tensor::external(name, elem, dims, &self.location, p.offset, p.length));
         }
-        let data = bytes();
+        let data = bytes()?;
         let length = data.len() as u64;
         let align = if length >= LARGE_TENSOR { LARGE_ALIGN } else { SMALL_ALIGN };
         let offset = self.len.div_ceil(align) * align;
@@ -96,9 +96,9 @@ pub struct Placement<'a> {
 }
 
 impl WeightSink for Placement<'_> {
-    fn tensor(&mut self, name: &str, elem: ElemType, dims: &[i64], bytes: &dyn Fn() -> Vec<u8>) -> Result<TensorProto> {
+    fn tensor(&mut self, name: &str, elem: ElemType, dims: &[i64], bytes: &dyn Fn() -> Result<Vec<u8>>) -> Result<TensorProto> {
         if self.inline_prefixes.iter().any(|p| name.starts_with(p.as_str())) {
-            Ok(tensor::inline(name, elem, dims, bytes()))
+            Ok(tensor::inline(name, elem, dims, bytes()?))
         } else {
             self.shared.place(name, elem, dims, bytes)
         }
@@ -188,8 +188,8 @@ mod tests {
     fn shared_tensors_are_written_once_and_aligned() {
         let dir = tempfile::tempdir().unwrap();
         let mut shared = SharedData::create(dir.path(), "shared.bin").unwrap();
-        let a = shared.place("a", ElemType::F32, &[3], &|| vec![1u8; 12]).unwrap();
-        let b = shared.place("b", ElemType::F32, &[1], &|| vec![2u8; 4]).unwrap();
+        let a = shared.place("a", ElemType::F32, &[3], &|| Ok(vec![1u8; 12])).unwrap();
+        let b = shared.place("b", ElemType::F32, &[1], &|| Ok(vec![2u8; 4])).unwrap();
         let again = shared.place("a", ElemType::F32, &[3], &|| panic!("not recomputed")).unwrap();
         assert_eq!(a, again);
         let offset = |t: &TensorProto| {
@@ -197,7 +197,7 @@ mod tests {
         };
         assert_eq!(offset(&a).as_deref(), Some("0"));
         assert_eq!(offset(&b).as_deref(), Some("64"));
-        assert!(shared.place("a", ElemType::F16, &[3], &|| vec![0u8; 6]).is_err());
+        assert!(shared.place("a", ElemType::F16, &[3], &|| Ok(vec![0u8; 6])).is_err());
         assert_eq!(shared.finish().unwrap(), 68);
         assert_eq!(std::fs::metadata(dir.path().join("shared.bin")).unwrap().len(), 68);
     }

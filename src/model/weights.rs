@@ -159,17 +159,18 @@ impl Weights {
 
     /// The tensor `name` with exactly `shape`, or an error naming the tensor and its file.
     pub fn get(&self, name: &str, shape: &[usize]) -> Result<&Tensor> {
-        self.checked(name, shape)?.tensor()
+        self.entry_with_shape(name, shape)?.tensor()
     }
 
     /// Moves the tensor `name`, which must have exactly `shape`, into `dst` and forgets it.
     pub fn take_into(&mut self, name: &str, shape: &[usize], dst: &mut [f32]) -> Result<()> {
-        self.checked(name, shape)?.read_into(dst)?;
+        self.entry_with_shape(name, shape)?.read_into(dst)?;
         self.entries.remove(name);
         Ok(())
     }
 
-    fn checked(&self, name: &str, shape: &[usize]) -> Result<&Entry> {
+    /// The entry `name`, which must have exactly `shape` (its values are not read here).
+    pub fn entry_with_shape(&self, name: &str, shape: &[usize]) -> Result<&Entry> {
         let Some(entry) = self.entries.get(name) else {
             bail!("missing tensor `{name}`{}", self.where_hint(name));
         };
