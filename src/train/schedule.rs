@@ -56,7 +56,7 @@ impl Schedule {
     /// released code fires after k-1, 2k-1, ... updates, so its top adapter trains alone one
     /// update less.)
     pub fn event(&self, step: usize, k: usize, trainable: &[usize], num_layers: usize) -> Option<Event> {
-        if step == 0 || k == 0 || step % k != 0 || trainable.len() >= num_layers {
+        if step == 0 || k == 0 || !step.is_multiple_of(k) || trainable.len() >= num_layers {
             return None;
         }
         let frozen = |l: &usize| !trainable.contains(l);

@@ -193,7 +193,7 @@ impl Trainer {
             // SELECT: the schedule's event for this step.
             self.apply_event(step, &mut fun)?;
             self.set_trainable();
-            if self.config.fisher_every > 0 && step % self.config.fisher_every == 0 {
+            if self.config.fisher_every > 0 && step.is_multiple_of(self.config.fisher_every) {
                 self.track_fisher(step, &mut fisher, &mut fisher_avg)?;
             }
 
@@ -236,10 +236,10 @@ impl Trainer {
             bar.set_message(format!("loss {loss_sum:.4} lr {lr:.2e} adapters {}/{layers}", self.state.trainable.len()));
 
             let last = done == self.total_steps;
-            if self.validation.is_some() && (done % eval_every == 0 || last) {
+            if self.validation.is_some() && (done.is_multiple_of(eval_every) || last) {
                 self.validate(&mut validation, &run)?;
             }
-            if done % save_every == 0 || last {
+            if done.is_multiple_of(save_every) || last {
                 checkpoint::save(&run.last(), &self.model, &self.model_config, &self.head_json, Some((&self.optimizer, &self.state)))?;
             }
         }
