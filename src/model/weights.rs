@@ -292,4 +292,25 @@ mod tests {
         let err = weights.get("b", &[1, 3]).unwrap_err().to_string();
         assert!(err.contains("tensor `b` has shape [3], expected [1, 3]"), "{err}");
     }
+
+    #[test]
+    fn half_and_double_tensors_are_read_as_f32() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("w.safetensors");
+        let values = [1.5f32, -2.25, 0.125];
+        let f16: Vec<u8> = values.iter().flat_map(|v| half::f16::from_f32(*v).to_le_bytes()).collect();
+        let bf16: Vec<u8> = values.iter().flat_map(|v| half::bf16::from_f32(*v).to_le_bytes()).collect();
+        let f64: Vec<u8> = values.iter().flat_map(|v| (*v as f64).to_le_bytes()).collect();
+        let view = |dtype, bytes: &'static [u8]| safetensors::tensor::TensorView::new(dtype, vec![3], bytes).unwrap();
+        let tensors = vec![
+            ("h".to_string(), view(Dtype::F16, f16.leak())),
+            ("b".to_string(), view(Dtype::BF16, bf16.leak())),
+            ("d".to_string(), view(Dtype::F64, f64.leak())),
+        ];
+        std::fs::write(&path, safetensors::serialize(tensors, None).unwrap()).unwrap();
+        let weights = Weights::read_safetensors(&path, |n| Some(n.to_string())).unwrap();
+        for name in ["h", "b", "d"] {
+            assert_eq!(weights.get(name, &[3]).unwrap().data, values, "{name}");
+        }
+    }
 }
