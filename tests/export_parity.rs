@@ -118,6 +118,8 @@ fn int8_language_adapters_stay_close_to_reference_outputs() {
     let report = check_cases(Dtype::Fp32, true, INT8_TOLERANCE);
     assert!(report.len() >= 3, "too few cases with a language adapter: {report:?}");
     eprintln!("int8 language adapters, max abs diff per case:\n{}", report.join("\n"));
+    let report = check_cases(Dtype::Fp16, true, INT8_TOLERANCE);
+    eprintln!("int8 language adapters in an fp16 export:\n{}", report.join("\n"));
 
     let case = Case::load(&common::repo().join("tests/fixtures/parity/bert_stack_cls_hf"));
     let (exact, int8) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());

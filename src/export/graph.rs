@@ -253,10 +253,11 @@ impl Builder<'_> {
         let q_name = self.g.initializer(q_proto);
         let s_proto = self.sink.tensor(&format!("{name}.scale"), ElemType::F32, &[out_dim as i64], &|| Ok(Dtype::Fp32.bytes(&scales)))?;
         let s_name = self.g.initializer(s_proto);
+        let dequantize = self.g.node("DequantizeLinear", &format!("{name}/DequantizeLinear"), &[&q_name, &s_name]).attr(Attr::int("axis", 1));
         if self.ft == ElemType::F32 {
-            return Ok(self.g.node("DequantizeLinear", &format!("{name}/DequantizeLinear"), &[&q_name, &s_name]).attr(Attr::int("axis", 1)).out_as(name));
+            return Ok(dequantize.out_as(name));
         }
-        let w = self.g.node("DequantizeLinear", &format!("{name}/DequantizeLinear"), &[&q_name, &s_name]).attr(Attr::int("axis", 1)).out();
+        let w = dequantize.out();
         Ok(self.g.node("Cast", &format!("{name}/Cast"), &[&w]).attr(Attr::int("to", self.ft.onnx() as i64)).out_as(name))
     }
 
