@@ -135,9 +135,21 @@ def case_table():
         cases.append(dict(name=f"{arch}_task_only_cls_hf", arch=arch, head="cls", kind="hf", setup="task_only"))
         cases.append(dict(name=f"{arch}_base_cls_hf", arch=arch, head="cls", kind="hf", setup="none"))
     cases.append(dict(name="bert_stack_cls_custom", arch="bert", head="cls", kind="hf", setup="stack", custom=True))
+    # Hugging Face heads saved with the task adapter (save_adapter(with_head=True) on a
+    # *For... model): on the flex cases' base checkpoint, which they share.
+    for arch in ("bert", "xlmr"):
+        for head in ("cls", "qa", "mc"):
+            cases.append(dict(name=f"{arch}_stack_{head}_static", arch=arch, head=head, kind="static", setup="stack"))
+    train_ref = {"bert_stack_cls_flex", "xlmr_stack_cls_hf"}
+    train_ref |= {f"{arch}_stack_{head}_{kind}" for arch in ("bert", "xlmr") for head in ("qa", "mc") for kind in ("hf", "flex")}
     for c in cases:
-        c["train_ref"] = c["name"] in ("bert_stack_cls_flex", "xlmr_stack_cls_hf")
+        c["train_ref"] = c["name"] in train_ref
     return cases
+
+
+def shared_base_dir(case):
+    """model_dir of a static-head case, relative to its case dir: the flex cases' base."""
+    return f"../{case['arch']}_stack_cls_flex/model"
 
 
 def adapter_configs(custom):
@@ -358,6 +370,12 @@ def load_model(case, model_dir):
 
     if case["kind"] == "flex":
         model = adapters.AutoAdapterModel.from_pretrained(model_dir, attn_implementation="eager")
+    elif case["kind"] == "static":
+        # a *For... model on the bare base checkpoint: its head starts random
+        cfg = ARCHS[case["arch"]]["config"]()
+        cfg.num_labels = 3 if case["head"] == "cls" else 2
+        model = hf_class(case["arch"], case["head"]).from_pretrained(model_dir, config=cfg, attn_implementation="eager")
+        adapters.init(model)
     else:
         model = hf_class(case["arch"], case["head"]).from_pretrained(model_dir, attn_implementation="eager")
         if case["setup"] != "none":
@@ -412,13 +430,51 @@ def encoder_output(model, inputs):
 # --------------------------------------------------------------------------
 # Training reference (gradients + Fisher quantities)
 # --------------------------------------------------------------------------
+def log_likelihood(out, case, y):
+    """log p(y|x) per example as the toolkit defines it (src/train/batch.rs log_likelihood):
+    for QA the start and end are independent, log p(start) + log p(end)."""
+
+    def pick(scores, labels):
+        return F.log_softmax(scores, -1).gather(1, labels[:, None])[:, 0]
+
+    if case["head"] == "qa":
+        return pick(out.start_logits, y["start"]) + pick(out.end_logits, y["end"])
+    return pick(out.logits, y)
+
+
+def mean_nll(out, case, y):
+    """-mean_i log p(y_i|x_i) (F.cross_entropy where it is the same)."""
+    if case["head"] == "qa":
+        return -log_likelihood(out, case, y).mean()
+    return F.cross_entropy(out.logits, y)
+
+
+def training_loss(out, case, y):
+    """The Hugging Face loss: mean cross-entropy; for QA the mean of the start and end ones."""
+    if case["head"] == "qa":
+        return (F.cross_entropy(out.start_logits, y["start"]) + F.cross_entropy(out.end_logits, y["end"])) / 2
+    return F.cross_entropy(out.logits, y)
+
+
+def labels_json(y):
+    return {k: v.tolist() for k, v in y.items()} if isinstance(y, dict) else y.tolist()
+
+
+def labels_tensor(j):
+    return {k: torch.tensor(v) for k, v in j.items()} if isinstance(j, dict) else torch.tensor(j)
+
+
 def train_reference(model, case, inputs, task_keys, head_keys):
     """Gradients of the task adapter / head and per-layer Fisher statistics."""
-    assert case["head"] == "cls"
     model.eval()  # dropout off
     trainable = {}
     for name, p in model.named_parameters():
-        train = (".adapters.task." in name) or is_flex_head_param(name) or name.startswith("classifier.")
+        train = (
+            (".adapters.task." in name)
+            or is_flex_head_param(name)
+            or name.startswith("classifier.")
+            or name.startswith("qa_outputs.")
+        )
         p.requires_grad_(train)
         if train:
             trainable[name] = p
@@ -429,10 +485,20 @@ def train_reference(model, case, inputs, task_keys, head_keys):
     t = to_tensors(inputs)
     bsz = t["input_ids"].shape[0]
     with torch.no_grad():
-        logits0 = model(**t).logits
-    pred = logits0.argmax(-1)
-    # gold labels: disagree with the model on two of the three examples
-    gold = torch.stack([(pred[0] + 1) % 3, pred[1], (pred[2] + 2) % 3])
+        out0 = model(**t)
+    # gold labels: disagree with the model's own (argmax) labels on some examples
+    if case["head"] == "qa":
+        seq = t["input_ids"].shape[-1]
+        pred = {"start": out0.start_logits.argmax(-1), "end": out0.end_logits.argmax(-1)}
+        gold = {
+            "start": (pred["start"] + torch.tensor([1, 0, 2])) % seq,
+            "end": (pred["end"] + torch.tensor([0, 3, 1])) % seq,
+        }
+    else:
+        pred = out0.logits.argmax(-1)
+        classes = out0.logits.shape[-1]
+        shift = torch.tensor([1, 0, 2][:bsz])
+        gold = (pred + shift) % classes
 
     def layer_params(layer):
         names = [n for n in trainable if f"layer.{layer}.output.adapters.task." in n]
@@ -448,27 +514,25 @@ def train_reference(model, case, inputs, task_keys, head_keys):
         gs = torch.autograd.grad(loss, [trainable[n] for n in names], allow_unused=True)
         return {n: g for n, g in zip(names, gs)}
 
+    def example(y, i):
+        return {k: v[i : i + 1] for k, v in y.items()} if isinstance(y, dict) else y[i : i + 1]
+
     names_all = list(trainable)
 
-    # 1) gold-label batch-mean cross entropy: all grads
-    logits = model(**t).logits
-    loss_gold = F.cross_entropy(logits, gold)
-    g_gold = grads_of(loss_gold, names_all)
-    grads = {f"grad.{n}": g.detach().contiguous().clone() for n, g in g_gold.items() if g is not None}
-
-    # 2) predicted-label batch-mean NLL
-    logits = model(**t).logits
-    loss_pred = F.cross_entropy(logits, pred)
-    g_pred = grads_of(loss_pred, names_all)
+    # 1) the gold-label training loss: all grads (stored)
+    loss_gold = training_loss(model(**t), case, gold)
+    grads = {f"grad.{n}": g.detach().contiguous().clone() for n, g in grads_of(loss_gold, names_all).items() if g is not None}
+    # 2) batch-mean negative log-likelihood, gold and predicted labels
+    g_gold = grads_of(mean_nll(model(**t), case, gold), names_all)
+    g_pred = grads_of(mean_nll(model(**t), case, pred), names_all)
+    loss_pred = training_loss(model(**t), case, pred)
 
     # 3) per-example squared gradient norms of log p(y_hat | x), padded as in batch
     per_ex = np.zeros(LAYERS)
     for i in range(bsz):
         ti = {k: v[i : i + 1] for k, v in t.items()}
-        li = model(**ti).logits
-        logp = F.log_softmax(li, -1)[0, pred[i]]
-        gi = grads_of(logp, names_all)
-        per_ex += np.array(sq_norms(gi))
+        logp = log_likelihood(model(**ti), case, example(pred, i))[0]
+        per_ex += np.array(sq_norms(grads_of(logp, names_all)))
     per_ex /= bsz
 
     for p in model.parameters():
@@ -478,11 +542,11 @@ def train_reference(model, case, inputs, task_keys, head_keys):
         "fisher_per_example": per_ex.tolist(),
         "batch_mean_grad_sq_norm": sq_norms(g_pred),
         "batch_mean_grad_sq_norm_gold": sq_norms(g_gold),
-        "predicted_labels": pred.tolist(),
+        "predicted_labels": labels_json(pred),
         "layer_param_names": per_layer,
     }
     return {
-        "labels": gold.tolist(),
+        "labels": labels_json(gold),
         "loss_gold": float(loss_gold.detach()),
         "loss_predicted": float(loss_pred.detach()),
         "fisher": fisher,
@@ -502,18 +566,21 @@ def generate_case(case):
     if cdir.exists():
         shutil.rmtree(cdir)
     cdir.mkdir(parents=True)
-    model_dir = cdir / "model"
-
-    built = build_and_save_base(case, model_dir)
-    model = load_model(case, model_dir)
-    # the reloaded base must equal what was built (checks prefix handling)
-    built_sd = built.state_dict()
-    for k, v in model.state_dict().items():
-        bk = k
-        if case["kind"] == "flex":
-            bk = k.split(".", 1)[1] if k.startswith(model.base_model_prefix + ".") else None
-        if bk is not None and bk in built_sd:
-            assert torch.equal(v, built_sd[bk]), k
+    if case["kind"] == "static":
+        model_rel = shared_base_dir(case)
+        model = load_model(case, cdir / model_rel)
+    else:
+        model_rel = "model"
+        built = build_and_save_base(case, cdir / model_rel)
+        model = load_model(case, cdir / model_rel)
+        # the reloaded base must equal what was built (checks prefix handling)
+        built_sd = built.state_dict()
+        for k, v in model.state_dict().items():
+            bk = k
+            if case["kind"] == "flex":
+                bk = k.split(".", 1)[1] if k.startswith(model.base_model_prefix + ".") else None
+            if bk is not None and bk in built_sd:
+                assert torch.equal(v, built_sd[bk]), k
 
     case_seed = 50_000 + sum(ord(c) * (i + 1) for i, c in enumerate(case["name"]))
     lang_cfg, task_cfg = adapter_configs(case.get("custom", False))
@@ -524,7 +591,11 @@ def generate_case(case):
     if case["kind"] == "flex":
         add_flex_head(model, case["head"])
 
-    new_params = [(n, p) for n, p in model.named_parameters() if is_adapter_param(n) or is_flex_head_param(n)]
+    def is_new(name):
+        static_head = case["kind"] == "static" and not name.startswith(model.base_model_prefix + ".")
+        return is_adapter_param(name) or is_flex_head_param(name) or static_head
+
+    new_params = [(n, p) for n, p in model.named_parameters() if is_new(n)]
     randomize_(new_params, case_seed, weight_std=0.2, bias_std=0.1)
 
     setup = active_setup(case)
@@ -545,16 +616,16 @@ def generate_case(case):
     if case["setup"] == "stack":
         model.save_adapter(str(cdir / "lang"), "lang", with_head=False, use_safetensors=True)
     if case["setup"] in ("stack", "task_only"):
-        model.save_adapter(str(cdir / "task"), "task", with_head=case["kind"] == "flex", use_safetensors=True)
+        model.save_adapter(str(cdir / "task"), "task", with_head=case["kind"] != "hf", use_safetensors=True)
         task_keys = list(load_file(str(cdir / "task" / "adapter.safetensors")).keys())
-        if case["kind"] == "flex":
+        if case["kind"] != "hf":
             head_keys = list(load_file(str(cdir / "task" / "model_head.safetensors")).keys())
     if case["kind"] == "hf":
-        head_keys = [k for k in load_file(str(model_dir / "model.safetensors")) if not k.startswith(model.base_model_prefix + ".")]
+        head_keys = [k for k in load_file(str(cdir / "model" / "model.safetensors")) if not k.startswith(model.base_model_prefix + ".")]
 
     rec = {
         "arch": ARCHS[case["arch"]]["arch_name"],
-        "model_dir": "model",
+        "model_dir": model_rel,
         "lang_adapter": "lang" if case["setup"] == "stack" else None,
         "task_adapter": "task" if case["setup"] in ("stack", "task_only") else None,
         "active_setup": {"stack": ["lang", "task"], "task_only": ["task"], "none": []}[case["setup"]],
@@ -587,6 +658,12 @@ def case_notes(case):
     parts.append(f"{arch}; hidden {HIDDEN}, {LAYERS} layers, {HEADS} heads, intermediate {INTERMEDIATE}, gelu(erf).")
     if case["kind"] == "hf":
         parts.append(f"HF head {hf_class(case['arch'], case['head']).__name__}; head weights live in model/model.safetensors.")
+    elif case["kind"] == "static":
+        parts.append(
+            f"HF head {hf_class(case['arch'], case['head']).__name__} saved with the task adapter "
+            "(head_config.json with \"config\": null, HF key names in task/model_head.safetensors); "
+            f"base checkpoint {shared_base_dir(case)} (the flex cases')."
+        )
     else:
         parts.append(
             "Flex head 'task' (adapters AdapterModel); model/ holds the bare encoder (keys without the "
@@ -618,18 +695,19 @@ def verify_case(cdir):
     head = {v: k for k, v in HEAD_TYPES.items()}[rec["head"]["type"]]
     kind = rec["head"]["kind"]
     setup = "none" if not rec["active_setup"] else ("stack" if len(rec["active_setup"]) == 2 else "task_only")
-    case = dict(arch=arch, head=head, kind="flex" if kind == "flex" else "hf", setup=setup)
+    # A static head is loaded the way users load a Hub adapter into a flex model: the library
+    # converts it to a flex head named after the adapter.
+    flex = kind in ("flex", "static")
+    case = dict(arch=arch, head=head, kind="flex" if flex else "hf", setup=setup)
     model = load_model(case, cdir / rec["model_dir"])
     if rec["lang_adapter"]:
         model.load_adapter(str(cdir / rec["lang_adapter"]), with_head=False, use_safetensors=True)
     if rec["task_adapter"]:
-        model.load_adapter(
-            str(cdir / rec["task_adapter"]), with_head=case["kind"] == "flex", use_safetensors=True
-        )
+        model.load_adapter(str(cdir / rec["task_adapter"]), with_head=flex, use_safetensors=True)
     s = active_setup(case)
     if s is not None:
         model.set_active_adapters(s)
-        if case["kind"] == "flex":
+        if flex:
             assert model.active_head == "task"
     model.eval()
     worst = 0.0
@@ -640,8 +718,7 @@ def verify_case(cdir):
     worst = max(worst, (hs - torch.tensor(rec["last_hidden_state"])).abs().max().item())
     if "labels" in rec:
         with torch.no_grad():
-            logits = model(**to_tensors(rec["inputs"])).logits
-            loss = F.cross_entropy(logits, torch.tensor(rec["labels"]))
+            loss = training_loss(model(**to_tensors(rec["inputs"])), case, labels_tensor(rec["labels"]))
         worst = max(worst, abs(float(loss) - rec["loss_gold"]))
     return worst
 
@@ -671,6 +748,8 @@ def manual_forward(cdir, rec, eps_override=None, skip_inv=False):
     is_xlmr = rec["arch"] == "xlm-roberta"
     prefix = "roberta." if is_xlmr else "bert."
     W = _strip(load_file(str(cdir / rec["model_dir"] / "model.safetensors")), prefix)
+    if rec["head"]["kind"] == "static":
+        W.update(load_file(str(cdir / rec["task_adapter"] / "model_head.safetensors")))
     eps = cfg["layer_norm_eps"] if eps_override is None else eps_override
     H, nh = cfg["hidden_size"], cfg["num_attention_heads"]
     dh = H // nh
@@ -807,9 +886,11 @@ def grad_consistency(cdir):
     if "train_ref" not in rec:
         return None
     grads = load_file(str(cdir / rec["train_ref"]))
+    # the QA training loss is half the negative log-likelihood: gradients halve, norms quarter
+    scale = 4.0 if rec["head"]["type"] == "question_answering" else 1.0
     worst = 0.0
     for names, ref in zip(rec["fisher"]["layer_param_names"], rec["fisher"]["batch_mean_grad_sq_norm_gold"]):
-        val = sum(float((grads["grad." + n].double() ** 2).sum()) for n in names)
+        val = scale * sum(float((grads["grad." + n].double() ** 2).sum()) for n in names)
         worst = max(worst, abs(val - ref) / max(ref, 1e-12))
     return worst
 

@@ -9,7 +9,7 @@ use clap::{Parser, Subcommand};
 /// language of a benchmark suite.
 ///
 /// Typical flow:
-///   toolkit train --config scripts/configs/copa-e5-fun.toml
+///   toolkit train --config scripts/configs/copa-e5.toml --schedule fun --out runs/copa-fun
 ///   toolkit export --run runs/copa-fun --lang all --out exports/copa-fun
 ///   toolkit eval --suite xcopa --models exports/copa-fun --data-dir ../shared/data
 #[derive(Parser)]

@@ -29,7 +29,8 @@ pub struct PredictArgs {
     /// Language adapter directory (AdapterHub layout), stacked under the task adapter.
     #[arg(long)]
     pub lang_adapter: Option<PathBuf>,
-    /// Task adapter directory (AdapterHub layout; a flex head saved with it is used).
+    /// Task adapter directory (AdapterHub layout; the head saved with it, flex or Hugging Face, is
+    /// used).
     #[arg(long)]
     pub task_adapter: Option<PathBuf>,
     /// JSONL inputs.

@@ -67,6 +67,23 @@ fn xnli_jsonl_matches_the_tsv() {
 }
 
 #[test]
+fn a_source_language_file_keeps_its_language_where_records_name_one() {
+    // XNLI as a validation file: only the English pairs (the paper's model selection).
+    let dir = common::data_fixtures().join("xnli/XNLI-1.0");
+    for file in ["xnli.test.tsv", "xnli.test.jsonl"] {
+        let en = nli::read_source(&dir.join(file), "en", OnMalformed::Error).unwrap();
+        assert_eq!(en.records, nli::read(&dir.join(file), Some("en"), OnMalformed::Error).unwrap().records, "{file}");
+        assert!(en.records.len() < 30, "{file}");
+    }
+    // MultiNLI names no languages: every pair is English.
+    let path = common::data_fixtures().join("multinli/multinli_1.0/multinli_1.0_dev_matched.jsonl");
+    assert_eq!(nli::read_source(&path, "en", OnMalformed::Error).unwrap().records.len(), 4);
+    // An explicit language on such a file is an error, not a silent read of everything.
+    let err = nli::read(&path, Some("en"), OnMalformed::Error).unwrap_err();
+    assert!(format!("{err:#}").contains("no `language` field"), "{err:#}");
+}
+
+#[test]
 fn malformed_jsonl_line_is_an_error_naming_file_and_line() {
     let good = r#"{"premise": "a", "hypothesis": "b", "label": 0}"#;
     let text = format!("{good}\n{good}\n{{\"premise\": \"a\", \"label\": 0}}\n");

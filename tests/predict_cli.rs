@@ -8,7 +8,8 @@ use serde_json::{json, Value};
 
 #[test]
 fn predict_writes_reference_logits_for_unpadded_inputs() {
-    for name in ["bert_stack_mc_hf", "xlmr_stack_cls_flex", "bert_stack_qa_hf"] {
+    // Heads in the model, saved as flex heads, saved as Hugging Face heads with the adapter.
+    for name in ["bert_stack_mc_hf", "xlmr_stack_cls_flex", "bert_stack_qa_hf", "bert_stack_cls_static", "xlmr_stack_qa_static", "xlmr_stack_mc_static"] {
         let case = Case::load(&common::repo().join("tests/fixtures/parity").join(name));
         let (ids, shape) = case.input("input_ids").unwrap();
         let (mask, _) = case.input("attention_mask").unwrap();

@@ -186,3 +186,103 @@ fn resuming_with_another_config_is_refused() {
     let err = Trainer::new(s.config("x", "max_steps = 2\nsave_every = 1\nreduction_factor = 8.0\n"), true).err().unwrap();
     assert!(format!("{err:#}").contains("different configuration"), "{err:#}");
 }
+
+/// (layer, unfreeze step) rows of schedule.csv.
+fn unfrozen(run: &Path) -> Vec<(usize, usize)> {
+    let layers = column(&run.join("schedule.csv"), "layer");
+    let steps = column(&run.join("schedule.csv"), "unfreeze_step");
+    layers.iter().zip(&steps).map(|(l, s)| (l.parse().unwrap(), s.parse().unwrap())).collect()
+}
+
+#[test]
+fn every_schedule_unfreezes_as_its_switches_say() {
+    let _guard = exclusive();
+    let s = Setup::new();
+    // The fixture model has 2 layers: 1 = top, 0 = bottom. k = 2, 5 updates.
+    // (run, config, schedule.csv rows, trainable adapters per update)
+    type Case<'a> = (&'a str, &'a str, &'a [(usize, usize)], [&'a str; 5]);
+    let cases: [Case; 8] = [
+        ("lpft", "schedule = \"lpft\"", &[(0, 2), (1, 2)], ["0", "0", "2", "2", "2"]),
+        ("gurev", "schedule = \"gu-rev\"", &[(0, 0), (1, 2)], ["1", "1", "2", "2", "2"]),
+        ("gurev_top", "schedule = \"gu-rev\"\ntop_first = true", &[(0, 2), (1, 0)], ["1", "1", "2", "2", "2"]),
+        ("order_code", "schedule = \"order:0,1\"\nevent_timing = \"code\"", &[(0, 0), (1, 1)], ["1", "2", "2", "2", "2"]),
+        ("gu_code", "schedule = \"gu\"\nevent_timing = \"code\"", &[(0, 3), (1, 0)], ["1", "1", "1", "2", "2"]),
+        ("gu_at", "schedule = \"gu\"\nunfreeze_at = [4]", &[(0, 4), (1, 0)], ["1", "1", "1", "1", "2"]),
+        ("fun", "schedule = \"fun\"\nfisher_batches = 2", &[(0, 2), (1, 0)], ["1", "1", "2", "2", "2"]),
+        ("standard", "schedule = \"standard\"", &[(0, 0), (1, 0)], ["2", "2", "2", "2", "2"]),
+    ];
+    for (name, extra, expected, trainable) in cases {
+        let config = s.config(name, &format!("{extra}\nunfreeze_every = 2\nmax_steps = 5\n"));
+        Trainer::new(config, true).unwrap().run().unwrap();
+        let run = s.root.join(name);
+        assert_eq!(unfrozen(&run), expected, "{name}: schedule.csv");
+        assert_eq!(column(&run.join("metrics.csv"), "trainable_adapters"), trainable, "{name}: metrics.csv");
+        let plan = std::fs::read_to_string(run.join("plan.txt")).unwrap();
+        assert!(plan.contains("total updates: 5"), "{name}: {plan}");
+    }
+    // FUN logged the traces it compared and the one it chose.
+    assert_eq!(column(&s.root.join("fun/fun_selection.csv"), "layer"), ["0"]);
+    assert_eq!(column(&s.root.join("fun/fun_selection.csv"), "chosen"), ["1"]);
+    // rand: both layers, one from the start, the other at k.
+    let config = s.config("rand", "schedule = \"rand\"\nunfreeze_every = 2\nmax_steps = 3\n");
+    Trainer::new(config, true).unwrap().run().unwrap();
+    let mut steps: Vec<usize> = unfrozen(&s.root.join("rand")).iter().map(|r| r.1).collect();
+    steps.sort();
+    assert_eq!(steps, [0, 2]);
+}
+
+#[test]
+fn validation_runs_every_n_steps_and_at_epoch_ends_as_configured() {
+    let _guard = exclusive();
+    let s = Setup::new();
+    // 96 rows at batch 16: 6 updates an epoch, 14 updates in all.
+    let steps = |name: &str| column(&s.root.join(name).join("validation.csv"), "step");
+    Trainer::new(s.config("epochs", "max_steps = 14\n"), true).unwrap().run().unwrap();
+    assert_eq!(steps("epochs"), ["6", "12", "14"]);
+    Trainer::new(s.config("both", "max_steps = 14\neval_every = 4\n"), true).unwrap().run().unwrap();
+    assert_eq!(steps("both"), ["4", "6", "8", "12", "14"]);
+    Trainer::new(s.config("code", "max_steps = 14\neval_every = 4\neval_each_epoch = false\n"), true).unwrap().run().unwrap();
+    assert_eq!(steps("code"), ["4", "8", "12", "14"]);
+}
+
+#[test]
+fn a_schedule_that_cannot_finish_is_recorded() {
+    let _guard = exclusive();
+    let s = Setup::new();
+    let config = s.config("short", "schedule = \"gu\"\nunfreeze_every = 3\nmax_steps = 3\n");
+    Trainer::new(config, true).unwrap().run().unwrap();
+    let plan = std::fs::read_to_string(s.root.join("short/plan.txt")).unwrap();
+    assert!(plan.contains("warning: the schedule cannot finish: 1 of 2 task adapters"), "{plan}");
+    assert_eq!(unfrozen(&s.root.join("short")), [(1, 0)]);
+}
+
+#[test]
+fn training_starts_from_a_given_task_adapter_and_head() {
+    let _guard = exclusive();
+    let s = Setup::new();
+    // A static Hugging Face head saved by the `adapters` library (BertForMultipleChoice), with
+    // its task adapter; lr 0 keeps the starting weights, so the checkpoint shows what loaded.
+    let init = common::repo().join("tests/fixtures/parity/bert_stack_mc_static/task");
+    let config = s.config("init", &format!("init_adapter = {init:?}\nlr = 0.0\nmax_steps = 1\n"));
+    Trainer::new(config, true).unwrap().run().unwrap();
+    let saved = tensors(&s.root.join("init/last"), "adapter.safetensors");
+    let given = tensors(&init, "adapter.safetensors");
+    let mut names: Vec<&str> = given.names().collect();
+    names.sort();
+    assert_eq!(names.len(), 8);
+    for name in names {
+        assert_eq!(saved.entry(name).unwrap().tensor().unwrap().data, given.entry(name).unwrap().tensor().unwrap().data, "{name}");
+    }
+    // The static head comes back as the library's flex head of the adapter's name.
+    let head = tensors(&s.root.join("init/last"), "model_head.safetensors");
+    let static_head = tensors(&init, "model_head.safetensors");
+    assert_eq!(head.entry("heads.task.1.weight").unwrap().tensor().unwrap().data, static_head.entry("classifier.weight").unwrap().tensor().unwrap().data);
+    let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(s.root.join("init/last/head_config.json")).unwrap()).unwrap();
+    assert_eq!(json["config"]["head_type"], "multiple_choice");
+    assert_eq!(json["config"]["use_pooler"], true);
+
+    // A head of another task is refused, naming the directory.
+    let nli_head = common::repo().join("tests/fixtures/parity/bert_stack_cls_static/task");
+    let err = Trainer::new(s.config("wrong", &format!("init_adapter = {nli_head:?}\nmax_steps = 1\n")), true).err().unwrap();
+    assert!(format!("{err:#}").contains("bert_stack_cls_static/task: the head is for Classification"), "{err:#}");
+}

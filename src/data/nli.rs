@@ -55,10 +55,31 @@ const UNLABELLED: &str = "no gold label (label -1)";
 /// Reads `path`, choosing the format by its extension (`.tsv`, else JSON lines). With
 /// `language`, keeps only that language's records of a multilingual file (XNLI's).
 pub fn read(path: &Path, language: Option<&str>, policy: OnMalformed) -> Result<Loaded<NliExample>> {
+    read_filtered(path, language.map_or(Filter::All, Filter::Only), policy)
+}
+
+/// Reads a source-language file: where the file names each record's language (XNLI's dev
+/// set), only `language`'s records; where it does not (MultiNLI's), every record.
+pub fn read_source(path: &Path, language: &str, policy: OnMalformed) -> Result<Loaded<NliExample>> {
+    read_filtered(path, Filter::WhereNamed(language), policy)
+}
+
+#[derive(Clone, Copy)]
+enum Filter<'a> {
+    All,
+    Only(&'a str),
+    WhereNamed(&'a str),
+}
+
+fn read_filtered(path: &Path, filter: Filter<'_>, policy: OnMalformed) -> Result<Loaded<NliExample>> {
+    let language = match filter {
+        Filter::All => None,
+        Filter::Only(l) | Filter::WhereNamed(l) => Some(l),
+    };
     let loaded = if path.extension().is_some_and(|ext| ext == "tsv") {
         read_xnli_tsv(path, language, policy)?
     } else {
-        read_jsonl(path, language, policy)?
+        read_jsonl(path, filter, policy)?
     };
     if loaded.records.is_empty() && loaded.skipped.is_empty() {
         match language {
@@ -88,18 +109,16 @@ enum Gold {
     Missing(&'static str),
 }
 
-pub fn read_jsonl(path: &Path, language: Option<&str>, policy: OnMalformed) -> Result<Loaded<NliExample>> {
+fn read_jsonl(path: &Path, filter: Filter<'_>, policy: OnMalformed) -> Result<Loaded<NliExample>> {
     let mut loaded = Loaded::default();
     for line in read_lines(path)? {
         let (number, line) = line?;
         let at = || format!("{}:{number}", path.display());
         let record = parse_json_line::<JsonRecord>(path, number, &line).and_then(|record| {
-            if let Some(lang) = language {
-                match &record.language {
-                    Some(l) if l != lang => return Ok(None),
-                    Some(_) => {}
-                    None => bail!("{}: no `language` field to select {lang} by", at()),
-                }
+            match (filter, &record.language) {
+                (Filter::Only(lang) | Filter::WhereNamed(lang), Some(l)) if l != lang => return Ok(None),
+                (Filter::Only(lang), None) => bail!("{}: no `language` field to select {lang} by", at()),
+                _ => {}
             }
             let gold = match (&record.gold_label, record.label) {
                 (Some(name), _) if name == "-" => Gold::Missing(NO_CONSENSUS),
@@ -133,7 +152,7 @@ pub fn read_jsonl(path: &Path, language: Option<&str>, policy: OnMalformed) -> R
 }
 
 /// XNLI's TSV files. The columns are found by the header's names.
-pub fn read_xnli_tsv(path: &Path, language: Option<&str>, policy: OnMalformed) -> Result<Loaded<NliExample>> {
+fn read_xnli_tsv(path: &Path, language: Option<&str>, policy: OnMalformed) -> Result<Loaded<NliExample>> {
     let mut lines = read_lines(path)?;
     let Some(header) = lines.next() else {
         bail!("{}: empty file", path.display());

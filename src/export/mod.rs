@@ -73,7 +73,7 @@ pub struct ExportArgs {
     /// Store each language adapter's projection weights as int8, one float32 scale per
     /// output feature (restored by DequantizeLinear in the graph): per-language files 4x
     /// smaller, so eleven MAD-X languages (reduction factor 2) fit in 1.15x one model instead
-    /// of 1.4x. Lossy: logits moved by 3e-3 to 2.3e-2 on the test fixtures
+    /// of 1.4x. Lossy: logits moved by 3e-3 to 2.4e-2 on the test fixtures
     /// (scripts/bench-export.sh measures it on an mBERT-size model); the base model and the
     /// task adapter stay exact.
     #[arg(long, requires = "lang_adapters")]

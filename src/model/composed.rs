@@ -5,10 +5,11 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
+use serde_json::Value;
 
 use super::adapter_config::{AdapterConfig, SavedAdapterConfig};
 use super::config::ModelConfig;
-use super::head::Head;
+use super::head::{Head, HeadStyle, HeadType};
 use super::torch_pickle;
 use super::weights::Weights;
 
@@ -39,6 +40,8 @@ impl AdapterSpec {
 pub struct ComposedModel {
     pub config: ModelConfig,
     pub model_dir: PathBuf,
+    /// The encoder checkpoint file read from `model_dir`.
+    pub model_file: PathBuf,
     pub weights: Weights,
     /// The language adapter sits under the task adapter (Stack(lang, task)).
     pub lang: Option<AdapterSpec>,
@@ -58,9 +61,9 @@ impl ComposedModel {
     pub fn load(files: &ModelFiles) -> Result<Self> {
         let model_dir = super::hub::resolve(&files.model_dir)?;
         let config = ModelConfig::load(&model_dir.join("config.json"))?;
-        let mut weights = read_encoder_weights(&model_dir, &config)?;
+        let (model_file, mut weights) = read_encoder_weights(&model_dir, &config)?;
 
-        let mut head = Head::from_hf_architecture(&config, hf_num_labels(&weights))?;
+        let mut head = Head::from_hf_architecture(&config, hf_num_labels(&weights));
         let lang = match &files.lang_adapter {
             Some(dir) => Some(read_adapter(dir, &config, &mut weights)?),
             None => None,
@@ -68,8 +71,15 @@ impl ComposedModel {
         let task = match &files.task_adapter {
             Some(dir) => {
                 let spec = read_adapter(dir, &config, &mut weights)?;
-                if let Some(flex) = read_flex_head(dir, &config, &mut weights)? {
-                    head = Some(flex);
+                if let Some(saved) = read_task_head(dir, &spec.name, &config, &mut weights)? {
+                    if saved.needs_pooler() && !weights.contains(POOLER_WEIGHT) {
+                        bail!(
+                            "the head saved in {} reads the pooler, but {} has no `{POOLER_WEIGHT}`",
+                            dir.display(),
+                            model_file.display()
+                        );
+                    }
+                    head = Some(saved);
                 }
                 Some(spec)
             }
@@ -85,7 +95,34 @@ impl ComposedModel {
                 );
             }
         }
-        Ok(Self { config, model_dir, weights, lang, task, head })
+        Ok(Self { config, model_dir, model_file, weights, lang, task, head })
+    }
+
+    /// A new task head `name` for training (`Head::new_task_head`) and its `head_config.json`.
+    /// A Hugging Face head on the pooler needs the checkpoint's pretrained pooler.
+    pub fn new_task_head(
+        &self,
+        style: HeadStyle,
+        head_type: HeadType,
+        labels: &[String],
+        name: &str,
+        mlp_layers: usize,
+    ) -> Result<(Head, Value)> {
+        let (head, json) = Head::new_task_head(style, head_type, &self.config, labels, name, mlp_layers)?;
+        if head.needs_pooler() && !self.weights.contains(POOLER_WEIGHT) {
+            bail!(
+                "{} has no `{POOLER_WEIGHT}`: the Hugging Face head for {} (`head = \"hf\"`) is a linear layer on \
+                 the checkpoint's pretrained pooler, which this model does not have; set `head = \"mlp\"` for a head \
+                 on the first token",
+                self.model_file.display(),
+                match head_type {
+                    HeadType::Classification => "classification",
+                    HeadType::MultipleChoice => "multiple choice",
+                    HeadType::QuestionAnswering => "question answering",
+                }
+            );
+        }
+        Ok((head, json))
     }
 
     /// The adapters in stack order, bottom first.
@@ -98,6 +135,9 @@ impl ComposedModel {
         self.stack().into_iter().next().filter(|a| a.config.inv_adapter.is_some())
     }
 }
+
+/// The pooler's dense layer (its bias comes with it), in the base checkpoint.
+const POOLER_WEIGHT: &str = "pooler.dense.weight";
 
 fn hf_num_labels(weights: &Weights) -> Option<usize> {
     ["classifier.weight", "classifier.out_proj.weight"]
@@ -127,17 +167,16 @@ fn read_checkpoint(
 }
 
 /// Reads the weights of a Hugging Face directory, dropping the `bert.`/`roberta.` prefix and
-/// pre-training heads.
-fn read_encoder_weights(dir: &Path, config: &ModelConfig) -> Result<Weights> {
+/// pre-training heads. Returns the file it read too.
+fn read_encoder_weights(dir: &Path, config: &ModelConfig) -> Result<(PathBuf, Weights)> {
     let prefix = config.arch.prefix();
-    let (_, weights) = read_checkpoint(dir, "model.safetensors", "pytorch_model.bin", |name| {
+    read_checkpoint(dir, "model.safetensors", "pytorch_model.bin", |name| {
         let name = name.strip_prefix(prefix).unwrap_or(name);
         if name.starts_with("cls.") || name.starts_with("lm_head.") || name.ends_with("position_ids") {
             return None;
         }
         Some(name.replace("LayerNorm.gamma", "LayerNorm.weight").replace("LayerNorm.beta", "LayerNorm.bias"))
-    })?;
-    Ok(weights)
+    })
 }
 
 /// Reads an AdapterHub adapter directory into `weights`, renaming legacy keys of old Hub
@@ -187,24 +226,44 @@ fn read_adapter(dir: &Path, config: &ModelConfig, weights: &mut Weights) -> Resu
     Ok(spec)
 }
 
-fn read_flex_head(dir: &Path, config: &ModelConfig, weights: &mut Weights) -> Result<Option<Head>> {
+/// The head saved with the task adapter `adapter` in `dir`, if there is one: a flex head
+/// (`heads.NAME.*`), or a Hugging Face head (`"config": null`, tensors `classifier.*` /
+/// `qa_outputs.*`), which is loaded as the `adapters` library loads it into a model with flex
+/// heads: as the flex head of the same computation, named after the adapter.
+fn read_task_head(dir: &Path, adapter: &str, config: &ModelConfig, weights: &mut Weights) -> Result<Option<Head>> {
     let config_path = dir.join("head_config.json");
     if !config_path.exists() {
         return Ok(None);
     }
-    // The `adapters` library writes `"config": null` here for a Hugging Face head saved with
-    // the adapter; such a head lives in the model checkpoint, not in a flex head.
     let text = std::fs::read_to_string(&config_path).with_context(|| format!("reading {}", config_path.display()))?;
-    if serde_json::from_str::<serde_json::Value>(&text).is_ok_and(|v| v.get("config").is_some_and(|c| c.is_null())) {
-        return Ok(None);
-    }
-    let head = Head::load_flex(&config_path, config)?;
-    let name = head.flex_name.clone().expect("flex heads are named");
-    let (path, head_weights) = read_checkpoint(dir, "model_head.safetensors", "pytorch_model_head.bin", |n| Some(n.to_string()))
-        .with_context(|| format!("reading the head `{name}`"))?;
+    let saved: Value = serde_json::from_str(&text).with_context(|| format!("{}: not valid JSON", config_path.display()))?;
+    let (head, renames) = if saved.get("config").is_some_and(Value::is_null) {
+        Head::from_static(&saved, config, adapter).with_context(|| format!("in head config {}", config_path.display()))?
+    } else {
+        let head = Head::flex_from_json(&saved, config).with_context(|| format!("in head config {}", config_path.display()))?;
+        (head, Vec::new())
+    };
+    let name = head.flex_name.clone().context("task adapter heads are flex heads")?;
+    let renamed = |stored: &str| {
+        let (prefix, leaf) = stored.rsplit_once('.')?;
+        renames.iter().find(|(from, _)| from == prefix).map(|(_, to)| format!("{to}.{leaf}"))
+    };
+    let (path, head_weights) = read_checkpoint(dir, "model_head.safetensors", "pytorch_model_head.bin", |n| {
+        Some(renamed(n).unwrap_or_else(|| n.to_string()))
+    })
+    .with_context(|| format!("reading the head `{name}`"))?;
     for n in head_weights.names() {
         if !n.starts_with(&format!("heads.{name}.")) {
             bail!("{}: tensor `{n}` is not part of head `{name}`", path.display());
+        }
+    }
+    for layer in &head.layers {
+        let leaves: &[&str] = if layer.bias { &["weight", "bias"] } else { &["weight"] };
+        for leaf in leaves {
+            if !head_weights.contains(&format!("{}.{leaf}", layer.prefix)) {
+                let stored = renames.iter().find(|(_, to)| *to == layer.prefix).map_or(layer.prefix.as_str(), |(from, _)| from);
+                bail!("{}: no tensor `{stored}.{leaf}` for head `{name}`", path.display());
+            }
         }
     }
     weights.merge(head_weights)?;

@@ -24,6 +24,14 @@ impl Arch {
         }
     }
 
+    /// `model_type` in Hugging Face's `config.json` and in AdapterHub configs.
+    pub fn model_type(self) -> &'static str {
+        match self {
+            Arch::Bert => "bert",
+            Arch::XlmRoberta => "xlm-roberta",
+        }
+    }
+
     /// RoBERTa-style models number positions from `pad_token_id + 1`, skipping pads.
     pub fn offsets_positions(self) -> bool {
         self == Arch::XlmRoberta
@@ -65,6 +73,8 @@ struct RawConfig {
     id2label: Option<BTreeMap<String, String>>,
     #[serde(default)]
     classifier_dropout: Option<f64>,
+    #[serde(default = "default_initializer_range")]
+    initializer_range: f64,
     #[serde(default)]
     position_embedding_type: Option<String>,
     // Keys Hugging Face writes that do not change the computation.
@@ -83,6 +93,9 @@ fn default_act() -> HiddenAct {
 }
 fn default_dropout() -> f64 {
     0.1
+}
+fn default_initializer_range() -> f64 {
+    0.02
 }
 
 /// What the encoder needs to know about itself, read from `config.json`.
@@ -106,6 +119,9 @@ pub struct ModelConfig {
     /// Label names in id order, when the checkpoint has a classification head.
     pub labels: Vec<String>,
     pub classifier_dropout: Option<f64>,
+    /// Standard deviation of new weights (Hugging Face's `_init_weights`).
+    #[serde(default = "default_initializer_range")]
+    pub initializer_range: f64,
 }
 
 impl ModelConfig {
@@ -180,6 +196,7 @@ impl ModelConfig {
             architecture: raw.architectures.and_then(|a| a.into_iter().next()),
             labels,
             classifier_dropout: raw.classifier_dropout,
+            initializer_range: raw.initializer_range,
         })
     }
 

@@ -6,14 +6,14 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use super::optimizer::{to_stored, AdamW};
 use crate::fsx;
 use crate::model::adapter_config::SavedAdapterConfig;
 use crate::model::torch::MadxModel;
 use crate::model::weights::{write_safetensors, Tensor as Stored, Weights};
-use crate::model::{HeadType, ModelConfig};
+use crate::model::ModelConfig;
 
 /// Where the trainer stands after an update: everything a resumed run needs besides weights
 /// and optimizer moments.
@@ -29,45 +29,6 @@ pub struct TrainerState {
     pub best_step: Option<usize>,
     /// Per-parameter AdamW step counts.
     pub optimizer_steps: BTreeMap<String, i64>,
-}
-
-/// `head_config.json` as the `adapters` library writes it for a flex head.
-pub fn head_config_json(name: &str, head_type: HeadType, labels: &[String], layers: usize, config: &ModelConfig) -> Value {
-    let mut head = match head_type {
-        HeadType::Classification => json!({"head_type": "classification", "num_labels": labels.len().max(2), "use_pooler": false, "bias": true}),
-        HeadType::MultipleChoice => json!({"head_type": "multiple_choice", "num_choices": 2, "use_pooler": false}),
-        HeadType::QuestionAnswering => json!({"head_type": "question_answering", "num_labels": 2}),
-    };
-    let obj = head.as_object_mut().expect("object");
-    obj.insert("layers".into(), layers.into());
-    obj.insert("activation_function".into(), "tanh".into());
-    if !labels.is_empty() {
-        let label2id: serde_json::Map<String, Value> = labels.iter().enumerate().map(|(i, l)| (l.clone(), i.into())).collect();
-        obj.insert("label2id".into(), Value::Object(label2id));
-    }
-    json!({
-        "config": head,
-        "hidden_size": config.hidden_size,
-        "model_class": model_class(config),
-        "model_name": Value::Null,
-        "model_type": arch_name(config),
-        "name": name,
-        "version": "adapters.1.3.0",
-    })
-}
-
-fn arch_name(config: &ModelConfig) -> &'static str {
-    match config.arch {
-        crate::model::Arch::Bert => "bert",
-        crate::model::Arch::XlmRoberta => "xlm-roberta",
-    }
-}
-
-fn model_class(config: &ModelConfig) -> &'static str {
-    match config.arch {
-        crate::model::Arch::Bert => "BertAdapterModel",
-        crate::model::Arch::XlmRoberta => "XLMRobertaAdapterModel",
-    }
 }
 
 /// Writes `dir` = the task adapter + head of `model` (AdapterHub layout), and with `state`
@@ -90,7 +51,7 @@ pub fn save(
         config: task.config.clone(),
         name: task.name.clone(),
         hidden_size: Some(config.hidden_size),
-        model_type: Some(arch_name(config).to_string()),
+        model_type: Some(config.arch.model_type().to_string()),
     };
     write_json(&staging.join("adapter_config.json"), &saved.to_json())?;
     let adapter: Vec<(String, Stored)> = (0..model.num_layers)

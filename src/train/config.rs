@@ -5,9 +5,10 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
-use super::fisher::{FisherEstimator, FisherLabels};
-use super::schedule::Schedule;
+use super::fisher::{FisherEstimator, FisherLabels, QaReduction};
+use super::schedule::{EventTiming, Schedule, Unfreezing};
 use crate::device::Device;
+use crate::model::head::HeadStyle;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -45,7 +46,12 @@ pub struct TrainConfig {
     /// English validation file (same format), used to keep the best checkpoint.
     #[serde(default)]
     pub validation_file: Option<PathBuf>,
-    /// Where the run writes everything.
+    /// The language kept from a multilingual validation file (XNLI dev); default `en`, the
+    /// source language, where the file names languages.
+    #[serde(default)]
+    pub validation_language: Option<String>,
+    /// Where the run writes everything; `{schedule}`, `{seed}` and `{train_subset}` are
+    /// filled in.
     pub out: PathBuf,
     /// Name of the task adapter (and its head) in saved checkpoints.
     #[serde(default)]
@@ -54,9 +60,17 @@ pub struct TrainConfig {
     pub reduction_factor: f64,
     #[serde(default)]
     pub adapter_dropout: f64,
-    /// Layers of the new flex head (2 = dense + tanh + output, the `adapters` default).
-    #[serde(default = "defaults::head_layers")]
-    pub head_layers: usize,
+    /// The new task head: `hf` (the released code's Hugging Face head for the model and task)
+    /// or `mlp` (a flex head of `head_layers` layers on the first token).
+    #[serde(default)]
+    pub head: HeadStyle,
+    /// Layers of an `mlp` head (default 2 = dense + tanh + output, the `adapters` default).
+    #[serde(default)]
+    pub head_layers: Option<usize>,
+    /// Start from this task adapter and its head (AdapterHub directory, flex or static
+    /// Hugging Face head) instead of new ones.
+    #[serde(default)]
+    pub init_adapter: Option<PathBuf>,
     #[serde(default)]
     pub max_length: Option<usize>,
     #[serde(default = "defaults::doc_stride")]
@@ -69,6 +83,19 @@ pub struct TrainConfig {
     /// k of Algorithm 1: steps between unfreezing events.
     #[serde(default = "defaults::unfreeze_every")]
     pub unfreeze_every: usize,
+    /// Explicit, possibly non-uniform event steps (updates done), instead of every k.
+    #[serde(default)]
+    pub unfreeze_at: Vec<usize>,
+    /// Adapters unfrozen per event after the first (FUN: the n largest tr(F)).
+    #[serde(default = "defaults::one")]
+    pub unfreeze_count: usize,
+    /// `paper` (events after k, 2k, ... updates) or `code` (the released code's timing).
+    #[serde(default)]
+    pub event_timing: EventTiming,
+    /// gu-rev, rand and order: train the top adapter from step 0, as the released code does
+    /// (the paper's text starts them at their own first layer). GU and FUN always do.
+    #[serde(default)]
+    pub top_first: bool,
     /// Batches tr(F) is measured on, for FUN and for tracking.
     #[serde(default = "defaults::fisher_batches")]
     pub fisher_batches: usize,
@@ -79,6 +106,10 @@ pub struct TrainConfig {
     pub fisher_labels: FisherLabels,
     #[serde(default = "defaults::fisher_estimator")]
     pub fisher_estimator: FisherEstimator,
+    /// QA: tr(F) of log p(start) + log p(end) (`sum`, Eq. 1 for the pair) or of the released
+    /// code's loss, the mean of the two (`mean`: a quarter of `sum`).
+    #[serde(default)]
+    pub fisher_qa_reduction: QaReduction,
     #[serde(default = "defaults::lr")]
     pub lr: f64,
     #[serde(default = "defaults::lr_schedule")]
@@ -100,9 +131,13 @@ pub struct TrainConfig {
     pub grad_accumulation: usize,
     #[serde(default = "defaults::seed")]
     pub seed: u64,
-    /// Validate (and keep the best checkpoint) every N steps; 0 = at the end of each epoch.
+    /// Validate (and keep the best checkpoint) every N steps (0 = never by steps).
     #[serde(default)]
     pub eval_every: usize,
+    /// Validate at the end of every epoch as well (the released code validates every 500
+    /// steps only: eval_every = 500, eval_each_epoch = false).
+    #[serde(default = "defaults::yes")]
+    pub eval_each_epoch: bool,
     /// Save a resumable checkpoint every N steps; 0 = at the end of each epoch.
     #[serde(default)]
     pub save_every: usize,
@@ -120,9 +155,6 @@ mod defaults {
     }
     pub fn reduction_factor() -> f64 {
         16.0
-    }
-    pub fn head_layers() -> usize {
-        2
     }
     pub fn doc_stride() -> usize {
         128
@@ -160,6 +192,9 @@ mod defaults {
     pub fn one() -> usize {
         1
     }
+    pub fn yes() -> bool {
+        true
+    }
     pub fn seed() -> u64 {
         42
     }
@@ -169,6 +204,18 @@ impl TrainConfig {
     /// Reads `file` (if any), applies `overrides` (a TOML table of keys set on the command
     /// line) on top, and checks the result.
     pub fn resolve(file: Option<&Path>, overrides: toml::Table) -> Result<Self> {
+        Ok(Self::resolve_explained(file, overrides)?.0)
+    }
+
+    /// `resolve`, also naming the per-method and per-subset tables of the file that applied.
+    ///
+    /// A config file holds one (task, model) setting: top-level keys, then
+    /// `[per_schedule.NAME]` tables (NAME = standard, lpft, gu, gu-rev, rand, order, fun) with
+    /// the keys that differ for that method, and `[per_train_subset.N]` tables for training
+    /// on N examples (the paper's Table 4). The schedule's table applies first, the subset's
+    /// on top, then the command line.
+    pub fn resolve_explained(file: Option<&Path>, overrides: toml::Table) -> Result<(Self, Vec<String>)> {
+        let where_ = file.map_or("the command line".to_string(), |p| p.display().to_string());
         let mut table = match file {
             Some(path) => {
                 let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
@@ -178,25 +225,124 @@ impl TrainConfig {
             }
             None => toml::Table::new(),
         };
+        let per_schedule = take_tables(&mut table, "per_schedule", &where_)?;
+        let per_subset = take_tables(&mut table, "per_train_subset", &where_)?;
+        let mut applied = Vec::new();
+
+        let chosen = |key: &str, table: &toml::Table| overrides.get(key).or_else(|| table.get(key)).cloned();
+        let schedule: Schedule = match chosen("schedule", &table) {
+            Some(v) => Schedule::deserialize(v).map_err(|e| anyhow::anyhow!("{where_}: {}", e.to_string().trim()))?,
+            None => defaults::schedule(),
+        };
+        for name in per_schedule.keys() {
+            if !Schedule::KINDS.contains(&name.as_str()) {
+                bail!("{where_}: [per_schedule.{name}]: no such schedule ({})", Schedule::KINDS.join(", "));
+            }
+        }
+        if let Some(keys) = per_schedule.get(schedule.kind()) {
+            merge_section(&mut table, keys, &format!("per_schedule.{}", schedule.kind()), &["schedule"], &where_)?;
+            applied.push(format!("[per_schedule.{}]", schedule.kind()));
+        }
+        if let Some(subset) = chosen("train_subset", &table) {
+            let n = subset.as_integer().with_context(|| format!("{where_}: train_subset must be an integer"))?;
+            if let Some(keys) = per_subset.get(&n.to_string()) {
+                let name = format!("per_train_subset.{n}");
+                merge_section(&mut table, keys, &name, &["schedule", "train_subset"], &where_)?;
+                applied.push(format!("[{name}]"));
+            }
+        }
         table.extend(overrides);
-        let where_ = file.map_or("the command line".to_string(), |p| p.display().to_string());
-        let config: TrainConfig = TrainConfig::deserialize(toml::Value::Table(table))
+        let mut config: TrainConfig = TrainConfig::deserialize(toml::Value::Table(table))
             .map_err(|e| anyhow::anyhow!("{where_}: {}", e.to_string().trim()))?;
-        config.check()?;
-        Ok(config)
+        config.out = config.expand_out();
+        config.check().with_context(|| format!("in {where_}"))?;
+        Ok((config, applied))
     }
 
     fn check(&self) -> Result<()> {
         if self.batch_size == 0 || self.grad_accumulation == 0 {
             bail!("batch_size and grad_accumulation must be at least 1");
         }
-        if self.unfreeze_every == 0 && self.schedule != Schedule::Standard {
+        let scheduled = !matches!(self.schedule, Schedule::Standard);
+        if scheduled && self.unfreeze_every == 0 && self.unfreeze_at.is_empty() {
             bail!("unfreeze_every must be at least 1 for schedule `{}`", self.schedule);
+        }
+        if !scheduled && (!self.unfreeze_at.is_empty() || self.unfreeze_count != 1 || self.top_first) {
+            bail!("unfreeze_at, unfreeze_count and top_first need a schedule other than `standard`");
         }
         if !(0.0..1.0).contains(&self.adapter_dropout) {
             bail!("adapter_dropout must be in [0, 1)");
         }
+        if self.head == HeadStyle::Hf && self.head_layers.is_some() {
+            bail!("head_layers applies to head = \"mlp\"; the `hf` head has the released code's layers");
+        }
+        if self.head_layers == Some(0) {
+            bail!("head_layers must be at least 1");
+        }
+        if self.task != Task::Qa && self.fisher_qa_reduction != QaReduction::default() {
+            bail!("fisher_qa_reduction applies to task = \"qa\" only");
+        }
+        if self.validation_language.is_some() && (self.validation_file.is_none() || self.task != Task::Nli) {
+            bail!("validation_language selects a language of a multilingual NLI validation_file (XNLI dev)");
+        }
+        if self.validation_file.is_some() && self.eval_every == 0 && !self.eval_each_epoch {
+            bail!("with eval_every = 0 and eval_each_epoch = false the validation_file is never used");
+        }
+        let new_parts = self.head_layers.is_some()
+            || self.head != HeadStyle::default()
+            || self.reduction_factor != defaults::reduction_factor()
+            || self.adapter_dropout != 0.0;
+        if self.init_adapter.is_some() && new_parts {
+            bail!("head, head_layers, reduction_factor and adapter_dropout describe a new task adapter; init_adapter brings its own");
+        }
         Ok(())
+    }
+
+    /// `out` with `{schedule}`, `{seed}` and `{train_subset}` filled in, so one file serves
+    /// every method and seed of a grid.
+    fn expand_out(&self) -> PathBuf {
+        let schedule = self.schedule.to_string().replace([':', ','], "-");
+        let subset = self.train_subset.map_or("full".to_string(), |n| n.to_string());
+        let out = self.out.to_string_lossy();
+        PathBuf::from(out.replace("{schedule}", &schedule).replace("{seed}", &self.seed.to_string()).replace("{train_subset}", &subset))
+    }
+
+    /// The unfreezing plan for a model of `num_layers` layers.
+    pub fn unfreezing(&self, num_layers: usize) -> Unfreezing {
+        Unfreezing {
+            schedule: self.schedule.clone(),
+            every: self.unfreeze_every,
+            at: self.unfreeze_at.clone(),
+            per_event: self.unfreeze_count,
+            timing: self.event_timing,
+            top_first: self.top_first,
+            num_layers,
+        }
+    }
+
+    /// The language whose records a multilingual validation file contributes.
+    pub fn source_language(&self) -> &str {
+        self.validation_language.as_deref().unwrap_or("en")
+    }
+
+    /// Batches per epoch over `train_len` feature rows.
+    pub fn batches_per_epoch(&self, train_len: usize) -> usize {
+        train_len.div_ceil(self.batch_size)
+    }
+
+    /// Updates per epoch (batches grouped by gradient accumulation).
+    pub fn steps_per_epoch(&self, train_len: usize) -> usize {
+        self.batches_per_epoch(train_len).div_ceil(self.grad_accumulation).max(1)
+    }
+
+    /// Updates of the whole run.
+    pub fn total_steps(&self, train_len: usize) -> usize {
+        self.max_steps.unwrap_or_else(|| (self.epochs * self.batches_per_epoch(train_len)).div_ceil(self.grad_accumulation))
+    }
+
+    /// Layers of a new `mlp` head.
+    pub fn mlp_head_layers(&self) -> usize {
+        self.head_layers.unwrap_or(2)
     }
 
     pub fn adapter_name(&self) -> String {
@@ -218,6 +364,31 @@ impl TrainConfig {
     pub fn to_toml(&self) -> String {
         toml::to_string_pretty(self).expect("config serialises")
     }
+}
+
+/// Removes `[NAME.*]` from `table`: a table of tables.
+fn take_tables(table: &mut toml::Table, name: &str, where_: &str) -> Result<toml::Table> {
+    let Some(value) = table.remove(name) else { return Ok(toml::Table::new()) };
+    let toml::Value::Table(sections) = value else { bail!("{where_}: `{name}` must be a table of tables") };
+    for (key, section) in &sections {
+        if !section.is_table() {
+            bail!("{where_}: `{name}.{key}` must be a table");
+        }
+    }
+    Ok(sections)
+}
+
+/// Lays the keys of `[name]` over `table`; the keys in `forbidden` choose sections and cannot
+/// be set inside one.
+fn merge_section(table: &mut toml::Table, section: &toml::Value, name: &str, forbidden: &[&str], where_: &str) -> Result<()> {
+    let keys = section.as_table().expect("checked by take_tables");
+    for (key, value) in keys {
+        if forbidden.contains(&key.as_str()) || key.starts_with("per_") {
+            bail!("{where_}: [{name}] cannot set `{key}`");
+        }
+        table.insert(key.clone(), value.clone());
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@ use tokenizers::Tokenizer;
 use super::batch::{Labels, TrainBatch};
 use super::config::{Task, TrainConfig};
 use crate::data::{self, OnMalformed, QaExample, Skipped};
-use crate::features::{self, FeatureBatch, QaFeature, Sequence};
+use crate::features::{self, tokenizer, FeatureBatch, QaFeature, Sequence};
 use crate::model::torch::Inputs;
 
 /// Feature rows (one sequence, or one per choice) with their labels: a class or choice index,
@@ -31,8 +31,33 @@ pub fn label_names(task: Task) -> Vec<String> {
     }
 }
 
+/// Feature rows of the training set, as the trainer will see them: tokenised with the
+/// model's tokenizer when `tokenize`, else counted from the records (exact for NLI and COPA,
+/// one row per record; QA windows need the tokenizer).
+pub fn count_rows(config: &TrainConfig, tokenize: bool) -> Result<usize> {
+    let path = &config.train_file;
+    if tokenize {
+        let tok = tokenizer::load(&config.model)?;
+        return Ok(Examples::read(path, config, &tok, config.train_subset, None)?.len());
+    }
+    let records = match config.task {
+        Task::Nli => data::nli::read(path, None, OnMalformed::Error)?.records.len(),
+        Task::Copa => data::copa::read(path, OnMalformed::Error)?.records.len(),
+        Task::Qa => bail!("QA windows are counted with the model's tokenizer, and the model is not here"),
+    };
+    Ok(config.train_subset.map_or(records, |n| n.min(records)))
+}
+
 impl Examples {
-    pub fn read(path: &Path, config: &TrainConfig, tokenizer: &Tokenizer, subset: Option<usize>) -> Result<Examples> {
+    /// Reads `path` for `config.task`. `source_language` keeps only that language's records
+    /// of a multilingual NLI file (XNLI dev); files that name no languages are read whole.
+    pub fn read(
+        path: &Path,
+        config: &TrainConfig,
+        tokenizer: &Tokenizer,
+        subset: Option<usize>,
+        source_language: Option<&str>,
+    ) -> Result<Examples> {
         let max_length = config.max_length();
         let read_err = || format!("reading {}", path.display());
         let examples = match config.task {
@@ -49,7 +74,11 @@ impl Examples {
                 }
             }
             Task::Nli => {
-                let loaded = data::nli::read(path, None, OnMalformed::Error).with_context(read_err)?;
+                let loaded = match source_language {
+                    Some(lang) => data::nli::read_source(path, lang, OnMalformed::Error),
+                    None => data::nli::read(path, None, OnMalformed::Error),
+                }
+                .with_context(read_err)?;
                 let records = take_subset(loaded.records, subset, config.seed);
                 let features = features::nli_features(tokenizer, &records, max_length)?;
                 let class = |l: data::nli::NliLabel| data::nli::NliLabel::ALL.iter().position(|x| *x == l).unwrap() as i64;

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
 use super::batch::{log_likelihood, model_labels, TrainBatch};
-use crate::model::torch::{MadxModel, Tap};
+use crate::model::torch::{Logits, MadxModel, Tap};
 
 /// Where y comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -30,13 +30,32 @@ pub enum FisherEstimator {
     PerExample,
 }
 
+/// How a QA example's two log-likelihoods, of its start and its end, make one.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum QaReduction {
+    /// log p(start) + log p(end): the log-likelihood of the pair, Eq. 1 as written.
+    #[default]
+    Sum,
+    /// Their mean, as the released code's loss (the Hugging Face QA loss) takes it: gradients
+    /// halve, traces are a quarter of `sum`'s, rankings are the same.
+    Mean,
+}
+
+/// How tr(F) is measured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FisherOptions {
+    pub labels: FisherLabels,
+    pub estimator: FisherEstimator,
+    pub qa: QaReduction,
+}
+
 /// tr(F) of the task adapter in every layer (0 where a layer has none), averaged over
 /// `batches`. `seed` fixes the sampled labels.
 pub fn fisher_traces<'a>(
     model: &MadxModel,
     batches: impl IntoIterator<Item = &'a TrainBatch>,
-    labels: FisherLabels,
-    estimator: FisherEstimator,
+    options: FisherOptions,
     seed: u64,
 ) -> Result<Vec<f64>> {
     let layers = model.num_layers;
@@ -52,7 +71,7 @@ pub fn fisher_traces<'a>(
     let result = (|| -> Result<()> {
         for (i, batch) in batches.into_iter().enumerate() {
             let batch_seed = crate::train::data::derive_seed(seed, 0, i as u64);
-            let traces = batch_traces(model, batch, labels, estimator, batch_seed)?;
+            let traces = batch_traces(model, batch, options, batch_seed)?;
             for (s, t) in sums.iter_mut().zip(traces) {
                 *s += t;
             }
@@ -67,7 +86,8 @@ pub fn fisher_traces<'a>(
     Ok(sums.into_iter().map(|s| s / count.max(1) as f64).collect())
 }
 
-fn batch_traces(model: &MadxModel, batch: &TrainBatch, labels: FisherLabels, estimator: FisherEstimator, seed: u64) -> Result<Vec<f64>> {
+fn batch_traces(model: &MadxModel, batch: &TrainBatch, options: FisherOptions, seed: u64) -> Result<Vec<f64>> {
+    let FisherOptions { labels, estimator, qa } = options;
     let mut taps: Vec<Option<Tap>> = Vec::new();
     let logits = model.forward_tapped(&batch.inputs, false, Some(&mut taps))?;
     let y = match labels {
@@ -77,7 +97,10 @@ fn batch_traces(model: &MadxModel, batch: &TrainBatch, labels: FisherLabels, est
     };
     // Summing per-example log-likelihoods makes the gradient at each example's activations
     // that example's own gradient.
-    let total = log_likelihood(&logits, &y).sum(Kind::Float);
+    let mut total = log_likelihood(&logits, &y).sum(Kind::Float);
+    if qa == QaReduction::Mean && matches!(logits, Logits::Span { .. }) {
+        total *= 0.5;
+    }
     let present: Vec<(usize, &Tap)> = taps.iter().enumerate().filter_map(|(l, t)| t.as_ref().map(|t| (l, t))).collect();
     let wrt: Vec<Tensor> = present.iter().flat_map(|(_, t)| [t.u.shallow_clone(), t.y.shallow_clone()]).collect();
     let grads = Tensor::run_backward(&[total], &wrt, false, false);
@@ -110,9 +133,27 @@ fn batch_traces(model: &MadxModel, batch: &TrainBatch, labels: FisherLabels, est
     Ok(traces)
 }
 
-/// The still-frozen layer with the largest trace (ties: the higher layer).
-pub fn largest_frozen(traces: &[f64], trainable: &[usize]) -> Option<usize> {
-    (0..traces.len())
-        .filter(|l| !trainable.contains(l))
-        .max_by(|&a, &b| traces[a].partial_cmp(&traces[b]).unwrap_or(std::cmp::Ordering::Equal).then(a.cmp(&b)))
+/// The `count` still-frozen layers with the largest traces, largest first (ties: the higher
+/// layer first).
+pub fn largest_frozen(traces: &[f64], trainable: &[usize], count: usize) -> Vec<usize> {
+    let mut frozen: Vec<usize> = (0..traces.len()).filter(|l| !trainable.contains(l)).collect();
+    frozen.sort_by(|&a, &b| traces[b].partial_cmp(&traces[a]).unwrap_or(std::cmp::Ordering::Equal).then(b.cmp(&a)));
+    frozen.truncate(count);
+    frozen
+}
+
+#[cfg(test)]
+mod tests {
+    use super::largest_frozen;
+
+    #[test]
+    fn fun_picks_the_largest_frozen_traces() {
+        let traces = [0.5, 3.0, 2.0, 9.0, 2.0];
+        assert_eq!(largest_frozen(&traces, &[3], 1), vec![1]);
+        assert_eq!(largest_frozen(&traces, &[3], 2), vec![1, 4]);
+        assert_eq!(largest_frozen(&traces, &[3, 1], 3), vec![4, 2, 0]);
+        assert_eq!(largest_frozen(&traces, &[0, 1, 2, 3, 4], 1), Vec::<usize>::new());
+        // A NaN trace never wins over a number it cannot be compared with, and nothing panics.
+        assert_eq!(largest_frozen(&[f64::NAN, 1.0], &[], 2).len(), 2);
+    }
 }

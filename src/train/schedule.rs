@@ -27,72 +27,150 @@ pub enum Schedule {
     Fisher,
 }
 
-/// What the schedule does at a step, before that step's update.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Event {
-    Unfreeze(usize),
-    UnfreezeAll,
-    /// A uniformly random still-frozen adapter, drawn by the caller's seeded generator.
-    UnfreezeRandom,
-    /// FUN: measure tr(F) of the frozen adapters and unfreeze the largest.
-    UnfreezeLargestFisher,
-}
-
 impl Schedule {
-    /// Adapters trainable before the first update.
-    pub fn initial(&self, num_layers: usize) -> Vec<usize> {
-        let top = num_layers - 1;
+    /// The schedules' names without arguments, as config sections name them.
+    pub const KINDS: [&'static str; 7] = ["standard", "lpft", "gu", "gu-rev", "rand", "order", "fun"];
+
+    pub fn kind(&self) -> &'static str {
         match self {
-            Schedule::Standard => (0..num_layers).collect(),
-            Schedule::Lpft => Vec::new(),
-            Schedule::GradualUnfreezing | Schedule::Random | Schedule::Fisher => vec![top],
-            Schedule::ReverseGradualUnfreezing => vec![0],
-            Schedule::Order(order) => order.first().copied().into_iter().collect(),
+            Schedule::Standard => "standard",
+            Schedule::Lpft => "lpft",
+            Schedule::GradualUnfreezing => "gu",
+            Schedule::ReverseGradualUnfreezing => "gu-rev",
+            Schedule::Random => "rand",
+            Schedule::Order(_) => "order",
+            Schedule::Fisher => "fun",
         }
     }
+}
 
-    /// The event at `step` (0-based count of updates done), given every `k` steps. Events
-    /// happen at steps k, 2k, ...; once everything is trainable there are none. (The paper's
-    /// released code fires after k-1, 2k-1, ... updates, so its top adapter trains alone one
-    /// update less.)
-    pub fn event(&self, step: usize, k: usize, trainable: &[usize], num_layers: usize) -> Option<Event> {
-        if step == 0 || k == 0 || !step.is_multiple_of(k) || trainable.len() >= num_layers {
+/// When unfreezing events fire, relative to the updates done.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum EventTiming {
+    /// Algorithm 1 as the paper writes it, with the first adapter trainable from the start:
+    /// events after k, 2k, 3k, ... updates.
+    #[default]
+    Paper,
+    /// The paper's released code: FUN, LPFT, rand, reverse GU and explicit orders (its
+    /// `--use_schedule` loop) fire after k-1, 2k-1, ... updates; GU (its `--use_gu` loop) one
+    /// interval later, after 2k-1, 3k-1, ..., so GU's first adapter trains alone for 2k-1.
+    Code,
+}
+
+/// What the schedule does before an update.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    Unfreeze(Vec<usize>),
+    UnfreezeAll,
+    /// This many uniformly random still-frozen adapters, drawn by the caller's seeded
+    /// generator.
+    UnfreezeRandom(usize),
+    /// FUN: measure tr(F) of the frozen adapters and unfreeze this many with the largest.
+    UnfreezeLargestFisher(usize),
+}
+
+/// A schedule with everything that decides when it acts: the interval k (or explicit steps),
+/// adapters per event, event timing and whether the top adapter trains from the start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unfreezing {
+    pub schedule: Schedule,
+    /// k of Algorithm 1.
+    pub every: usize,
+    /// Explicit event steps (updates done), replacing the uniform k when not empty.
+    pub at: Vec<usize>,
+    /// Adapters unfrozen per event after the first.
+    pub per_event: usize,
+    pub timing: EventTiming,
+    /// gu-rev, rand and orders train the top adapter from step 0, as the released code does.
+    pub top_first: bool,
+    pub num_layers: usize,
+}
+
+impl Unfreezing {
+    /// The event before update `step` (0-based count of updates done), given the adapters
+    /// trainable now. Step 0 sets the starting set.
+    pub fn event(&self, step: usize, trainable: &[usize]) -> Option<Event> {
+        let layers = self.num_layers;
+        let top = layers - 1;
+        if step == 0 {
+            return match &self.schedule {
+                Schedule::Standard => Some(Event::UnfreezeAll),
+                Schedule::Lpft => None,
+                Schedule::GradualUnfreezing | Schedule::Fisher => Some(Event::Unfreeze(vec![top])),
+                _ if self.top_first => Some(Event::Unfreeze(vec![top])),
+                Schedule::ReverseGradualUnfreezing => Some(Event::Unfreeze(vec![0])),
+                Schedule::Random => Some(Event::UnfreezeRandom(1)),
+                Schedule::Order(order) => Some(Event::Unfreeze(vec![order[0]])),
+            };
+        }
+        if trainable.len() >= layers || !self.is_event_step(step) {
             return None;
         }
-        let frozen = |l: &usize| !trainable.contains(l);
-        Some(match self {
+        let frozen: Vec<usize> = (0..layers).filter(|l| !trainable.contains(l)).collect();
+        let n = self.per_event.min(frozen.len());
+        Some(match &self.schedule {
             Schedule::Standard => return None,
             Schedule::Lpft => Event::UnfreezeAll,
-            Schedule::GradualUnfreezing => Event::Unfreeze((0..num_layers).rev().find(frozen)?),
-            Schedule::ReverseGradualUnfreezing => Event::Unfreeze((0..num_layers).find(frozen)?),
-            Schedule::Order(order) => match order.iter().copied().find(frozen) {
-                Some(l) => Event::Unfreeze(l),
-                None => Event::UnfreezeAll,
-            },
-            Schedule::Random => Event::UnfreezeRandom,
-            Schedule::Fisher => Event::UnfreezeLargestFisher,
+            Schedule::GradualUnfreezing => Event::Unfreeze(frozen.iter().rev().take(n).copied().collect()),
+            Schedule::ReverseGradualUnfreezing => Event::Unfreeze(frozen.iter().take(n).copied().collect()),
+            Schedule::Order(order) => {
+                let next: Vec<usize> = order.iter().copied().filter(|l| frozen.contains(l)).take(n).collect();
+                if next.is_empty() {
+                    Event::UnfreezeAll
+                } else {
+                    Event::Unfreeze(next)
+                }
+            }
+            Schedule::Random => Event::UnfreezeRandom(n),
+            Schedule::Fisher => Event::UnfreezeLargestFisher(n),
         })
     }
 
-    pub fn validate(&self, num_layers: usize) -> Result<()> {
-        if let Schedule::Order(order) = self {
-            let mut seen = vec![false; num_layers];
+    fn is_event_step(&self, step: usize) -> bool {
+        if !self.at.is_empty() {
+            return self.at.contains(&step);
+        }
+        let k = self.every;
+        match self.timing {
+            EventTiming::Paper => step.is_multiple_of(k),
+            EventTiming::Code => {
+                let first = if self.schedule == Schedule::GradualUnfreezing { 2 * k - 1 } else { k - 1 };
+                step >= first && (step + 1).is_multiple_of(k)
+            }
+        }
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        let layers = self.num_layers;
+        if let Schedule::Order(order) = &self.schedule {
+            if order.is_empty() {
+                bail!("schedule order names no layer");
+            }
+            let mut seen = vec![false; layers];
             for &l in order {
-                if l >= num_layers {
-                    bail!("schedule order names layer {l}, but the model has layers 0..{}", num_layers - 1);
+                if l >= layers {
+                    bail!("schedule order names layer {l}, but the model has layers 0..{}", layers - 1);
                 }
                 if std::mem::replace(&mut seen[l], true) {
                     bail!("schedule order names layer {l} twice");
                 }
             }
         }
+        if self.at.first() == Some(&0) || self.at.windows(2).any(|w| w[0] >= w[1]) {
+            bail!("unfreeze_at must list increasing steps after step 0, found {:?}", self.at);
+        }
+        if self.per_event == 0 {
+            bail!("unfreeze_count must be at least 1");
+        }
         Ok(())
     }
 }
 
-/// The frozen layer a `Random` event unfreezes: a uniform draw from `frozen` (sorted).
-pub fn pick_random(frozen: &[usize], draw: u64) -> usize {
-    frozen[(draw % frozen.len() as u64) as usize]
+/// `count` distinct layers drawn uniformly from `frozen` (sorted), the j-th with `draw(j)`.
+pub fn pick_random(frozen: &[usize], count: usize, draw: impl Fn(usize) -> u64) -> Vec<usize> {
+    let mut left = frozen.to_vec();
+    (0..count.min(left.len())).map(|j| left.remove((draw(j) % left.len() as u64) as usize)).collect()
 }
 
 impl FromStr for Schedule {
@@ -121,16 +199,11 @@ impl FromStr for Schedule {
 impl fmt::Display for Schedule {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Schedule::Standard => f.write_str("standard"),
-            Schedule::Lpft => f.write_str("lpft"),
-            Schedule::GradualUnfreezing => f.write_str("gu"),
-            Schedule::ReverseGradualUnfreezing => f.write_str("gu-rev"),
-            Schedule::Random => f.write_str("rand"),
-            Schedule::Fisher => f.write_str("fun"),
             Schedule::Order(order) => {
                 let list: Vec<String> = order.iter().map(|l| l.to_string()).collect();
                 write!(f, "order:{}", list.join(","))
             }
+            other => f.write_str(other.kind()),
         }
     }
 }
@@ -152,14 +225,26 @@ impl From<Schedule> for String {
 mod tests {
     use super::*;
 
+    fn plan(schedule: &str, layers: usize, k: usize) -> Unfreezing {
+        Unfreezing {
+            schedule: schedule.parse().unwrap(),
+            every: k,
+            at: Vec::new(),
+            per_event: 1,
+            timing: EventTiming::Paper,
+            top_first: false,
+            num_layers: layers,
+        }
+    }
+
     /// Plays a deterministic schedule for `steps` and returns the trainable set per step.
-    fn play(schedule: &Schedule, layers: usize, k: usize, steps: usize) -> Vec<Vec<usize>> {
-        let mut trainable = schedule.initial(layers);
+    fn play(u: &Unfreezing, steps: usize) -> Vec<Vec<usize>> {
+        let mut trainable = Vec::new();
         let mut out = Vec::new();
         for step in 0..steps {
-            match schedule.event(step, k, &trainable, layers) {
-                Some(Event::Unfreeze(l)) => trainable.push(l),
-                Some(Event::UnfreezeAll) => trainable = (0..layers).collect(),
+            match u.event(step, &trainable) {
+                Some(Event::Unfreeze(ls)) => trainable.extend(ls),
+                Some(Event::UnfreezeAll) => trainable = (0..u.num_layers).collect(),
                 Some(other) => panic!("{other:?} needs the trainer"),
                 None => {}
             }
@@ -170,15 +255,21 @@ mod tests {
         out
     }
 
+    /// The first step at which each count of trainable adapters is reached.
+    fn event_steps(u: &Unfreezing, steps: usize) -> Vec<usize> {
+        let sets = play(u, steps);
+        (1..sets.len()).filter(|&s| sets[s].len() != sets[s - 1].len()).collect()
+    }
+
     #[test]
     fn standard_trains_everything_from_the_start() {
-        let steps = play(&Schedule::Standard, 4, 2, 5);
+        let steps = play(&plan("standard", 4, 2), 5);
         assert!(steps.iter().all(|t| t == &vec![0, 1, 2, 3]));
     }
 
     #[test]
     fn lpft_trains_the_head_alone_for_k_steps() {
-        let steps = play(&Schedule::Lpft, 4, 3, 5);
+        let steps = play(&plan("lpft", 4, 3), 5);
         assert_eq!(steps[0], Vec::<usize>::new());
         assert_eq!(steps[2], Vec::<usize>::new());
         assert_eq!(steps[3], vec![0, 1, 2, 3]);
@@ -186,7 +277,7 @@ mod tests {
 
     #[test]
     fn gradual_unfreezing_goes_top_down_every_k_steps() {
-        let steps = play(&Schedule::GradualUnfreezing, 4, 2, 8);
+        let steps = play(&plan("gu", 4, 2), 8);
         assert_eq!(steps[0], vec![3]);
         assert_eq!(steps[1], vec![3]);
         assert_eq!(steps[2], vec![2, 3]);
@@ -197,34 +288,103 @@ mod tests {
 
     #[test]
     fn reverse_gradual_unfreezing_goes_bottom_up() {
-        let steps = play(&Schedule::ReverseGradualUnfreezing, 3, 1, 3);
+        let steps = play(&plan("gu-rev", 3, 1), 3);
         assert_eq!(steps, vec![vec![0], vec![0, 1], vec![0, 1, 2]]);
     }
 
     #[test]
+    fn top_first_starts_reverse_gu_and_orders_at_the_top() {
+        let mut u = plan("gu-rev", 4, 1);
+        u.top_first = true;
+        assert_eq!(play(&u, 4), vec![vec![3], vec![0, 3], vec![0, 1, 3], vec![0, 1, 2, 3]]);
+        let mut u = plan("order:1,3,0", 4, 1);
+        u.top_first = true;
+        assert_eq!(play(&u, 4), vec![vec![3], vec![1, 3], vec![0, 1, 3], vec![0, 1, 2, 3]]);
+        let mut u = plan("rand", 4, 1);
+        assert_eq!(u.event(0, &[]), Some(Event::UnfreezeRandom(1)));
+        u.top_first = true;
+        assert_eq!(u.event(0, &[]), Some(Event::Unfreeze(vec![3])));
+    }
+
+    #[test]
     fn explicit_order_then_the_rest() {
-        let s: Schedule = "order:1,3".parse().unwrap();
-        let steps = play(&s, 4, 1, 4);
-        assert_eq!(steps, vec![vec![1], vec![1, 3], vec![0, 1, 2, 3], vec![0, 1, 2, 3]]);
+        assert_eq!(play(&plan("order:1,3", 4, 1), 4), vec![vec![1], vec![1, 3], vec![0, 1, 2, 3], vec![0, 1, 2, 3]]);
     }
 
     #[test]
     fn order_validation_names_the_layer() {
-        let s: Schedule = "order:1,7".parse().unwrap();
-        assert!(format!("{:#}", s.validate(4).unwrap_err()).contains("layer 7"));
-        let s: Schedule = "order:1,1".parse().unwrap();
-        assert!(format!("{:#}", s.validate(4).unwrap_err()).contains("twice"));
+        assert!(format!("{:#}", plan("order:1,7", 4, 1).validate().unwrap_err()).contains("layer 7"));
+        assert!(format!("{:#}", plan("order:1,1", 4, 1).validate().unwrap_err()).contains("twice"));
+    }
+
+    #[test]
+    fn released_code_timing_delays_gu_by_one_interval() {
+        // Paper: events after k, 2k, 3k updates. Code: GU after 2k-1, 3k-1, 4k-1; the others
+        // after k-1, 2k-1, ...
+        let k = 5;
+        assert_eq!(event_steps(&plan("gu", 4, k), 40), vec![5, 10, 15]);
+        let mut u = plan("gu", 4, k);
+        u.timing = EventTiming::Code;
+        assert_eq!(event_steps(&u, 40), vec![9, 14, 19]);
+        let mut u = plan("gu-rev", 4, k);
+        u.timing = EventTiming::Code;
+        assert_eq!(event_steps(&u, 40), vec![4, 9, 14]);
+        let mut u = plan("lpft", 4, k);
+        u.timing = EventTiming::Code;
+        assert_eq!(event_steps(&u, 40), vec![4]);
+        let mut u = plan("order:3,2,1,0", 4, k);
+        u.timing = EventTiming::Code;
+        assert_eq!(event_steps(&u, 40), vec![4, 9, 14]);
+        let mut u = plan("fun", 4, k);
+        u.timing = EventTiming::Code;
+        let fires: Vec<usize> = (1..40).filter(|&s| u.event(s, &[3]).is_some()).collect();
+        assert_eq!(fires, vec![4, 9, 14, 19, 24, 29, 34, 39]);
+    }
+
+    #[test]
+    fn explicit_steps_replace_the_uniform_interval() {
+        let mut u = plan("gu", 4, 100);
+        u.at = vec![2, 3, 7];
+        assert_eq!(event_steps(&u, 10), vec![2, 3, 7]);
+        assert_eq!(play(&u, 8)[7], vec![0, 1, 2, 3]);
+        u.at = vec![3, 3];
+        assert!(u.validate().is_err());
+        u.at = vec![0, 3];
+        assert!(u.validate().is_err());
+    }
+
+    #[test]
+    fn several_adapters_per_event() {
+        let mut u = plan("gu", 5, 2);
+        u.per_event = 2;
+        let steps = play(&u, 6);
+        assert_eq!(steps[0], vec![4]);
+        assert_eq!(steps[2], vec![2, 3, 4]);
+        assert_eq!(steps[4], vec![0, 1, 2, 3, 4]);
+        let mut u = plan("fun", 5, 2);
+        u.per_event = 3;
+        assert_eq!(u.event(2, &[4]), Some(Event::UnfreezeLargestFisher(3)));
+        assert_eq!(u.event(4, &[4, 0, 1, 2]), Some(Event::UnfreezeLargestFisher(1)));
+        assert_eq!(u.event(6, &[0, 1, 2, 3, 4]), None);
     }
 
     #[test]
     fn fun_and_random_ask_the_caller() {
-        assert_eq!(Schedule::Fisher.initial(12), vec![11]);
-        assert_eq!(Schedule::Fisher.event(5, 5, &[11], 12), Some(Event::UnfreezeLargestFisher));
-        assert_eq!(Schedule::Fisher.event(4, 5, &[11], 12), None);
+        let u = plan("fun", 12, 5);
+        assert_eq!(u.event(0, &[]), Some(Event::Unfreeze(vec![11])));
+        assert_eq!(u.event(5, &[11]), Some(Event::UnfreezeLargestFisher(1)));
+        assert_eq!(u.event(4, &[11]), None);
         let all: Vec<usize> = (0..12).collect();
-        assert_eq!(Schedule::Fisher.event(60, 5, &all, 12), None);
-        assert_eq!(Schedule::Random.event(5, 5, &[11], 12), Some(Event::UnfreezeRandom));
-        assert_eq!(pick_random(&[0, 4, 7], 5), 7);
+        assert_eq!(u.event(60, &all), None);
+        assert_eq!(plan("rand", 12, 5).event(5, &[11]), Some(Event::UnfreezeRandom(1)));
+    }
+
+    #[test]
+    fn random_picks_are_distinct_and_follow_the_draws() {
+        assert_eq!(pick_random(&[0, 4, 7], 1, |_| 5), vec![7]);
+        // Draws index into what is left: 5 % 3 = 2 -> 7, then 5 % 2 = 1 -> 4.
+        assert_eq!(pick_random(&[0, 4, 7], 2, |_| 5), vec![7, 4]);
+        assert_eq!(pick_random(&[0, 4, 7], 5, |j| j as u64), vec![0, 7, 4]);
     }
 
     #[test]

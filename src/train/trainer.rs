@@ -11,14 +11,15 @@ use super::batch::{self, TrainBatch};
 use super::checkpoint::{self, TrainerState};
 use super::config::{LrSchedule, Task, TrainConfig};
 use super::data::{derive_seed, label_names, permutation, Examples};
-use super::fisher::{fisher_traces, largest_frozen};
+use super::fisher::{fisher_traces, largest_frozen, FisherOptions};
 use super::log::CsvLog;
 use super::optimizer::{clip_grad_norm, AdamW, AdamWConfig};
+use super::plan::Plan;
 use super::schedule::{pick_random, Event};
 use crate::features::{pad_id, tokenizer};
 use crate::model::adapter_config::AdapterConfig;
 use crate::model::composed::{AdapterSpec, ComposedModel, ModelFiles};
-use crate::model::head::{Head, HeadType};
+use crate::model::head::HeadType;
 use crate::model::torch::{dropout, Logits, MadxModel};
 use crate::model::ModelConfig;
 
@@ -73,9 +74,9 @@ impl Trainer {
 
         let (pad, train, validation) = {
             let tok = tokenizer::load(&config.model)?;
-            let train = Examples::read(&config.train_file, &config, &tok, config.train_subset)?;
+            let train = Examples::read(&config.train_file, &config, &tok, config.train_subset, None)?;
             let validation = match &config.validation_file {
-                Some(p) => Some(Examples::read(p, &config, &tok, None)?),
+                Some(p) => Some(Examples::read(p, &config, &tok, None, Some(config.source_language()))?),
                 None => None,
             };
             (pad_id(&tok)?, train, validation)
@@ -85,10 +86,13 @@ impl Trainer {
         release_free_heap();
         report_skipped(&run, &config, &train, validation.as_ref())?;
 
+        // A resumed run continues its last checkpoint; a new one may start from a given task
+        // adapter and head (`init_adapter`) or from new ones.
+        let start = if resume { Some(run.last()) } else { config.init_adapter.clone() };
         let files = ModelFiles {
             model_dir: config.model.clone(),
             lang_adapter: config.lang_adapter.clone(),
-            task_adapter: resume.then(|| run.last()),
+            task_adapter: start.clone(),
         };
         let mut composed = ComposedModel::load(&files)?;
         let model_config = composed.config.clone();
@@ -97,31 +101,43 @@ impl Trainer {
             Task::Qa => HeadType::QuestionAnswering,
             Task::Copa => HeadType::MultipleChoice,
         };
-        let name = config.adapter_name();
-        let head_json = checkpoint::head_config_json(&name, head_type, &label_names(config.task), config.head_layers, &model_config);
         tch::manual_seed(derive_seed(config.seed, STREAM_INIT, 0) as i64);
-        let model = if resume {
-            MadxModel::load(composed, device)?
-        } else {
-            let adapter_config = AdapterConfig {
-                reduction_factor: config.reduction_factor,
-                dropout: config.adapter_dropout,
-                ..AdapterConfig::seq_bn()
-            };
-            let spec = AdapterSpec { name: name.clone(), config: adapter_config, dir: run.last() };
-            let head = Head::flex_from_json(&head_json, &model_config)?;
-            let fresh: Vec<String> = (0..model_config.num_hidden_layers)
-                .map(|l| spec.layer_prefix(l))
-                .chain(head.layers.iter().map(|l| l.prefix.clone()))
-                .collect();
-            composed.task = Some(spec);
-            composed.head = Some(head);
-            let model = MadxModel::build(&composed, device, &composed.weights)?;
-            model.copy_weights(composed.weights, &fresh)?;
-            model
+        let (model, head_json) = match &start {
+            Some(dir) => {
+                let head = composed.head.as_ref().with_context(|| format!("{}: no head saved with the task adapter", dir.display()))?;
+                if head.head_type != head_type {
+                    bail!("{}: the head is for {:?}, the task `{:?}` needs {head_type:?}", dir.display(), head.head_type, config.task);
+                }
+                let loaded = composed.task.as_ref().map(|t| t.name.clone()).unwrap_or_default();
+                if config.adapter_name.as_ref().is_some_and(|n| *n != loaded) {
+                    bail!("{}: the task adapter is named `{loaded}`, not adapter_name = {:?}", dir.display(), config.adapter_name);
+                }
+                let head_json = head.config_json(&model_config)?;
+                (MadxModel::load(composed, device)?, head_json)
+            }
+            None => {
+                let name = config.adapter_name();
+                let (head, head_json) =
+                    composed.new_task_head(config.head, head_type, &label_names(config.task), &name, config.mlp_head_layers())?;
+                let adapter_config = AdapterConfig {
+                    reduction_factor: config.reduction_factor,
+                    dropout: config.adapter_dropout,
+                    ..AdapterConfig::seq_bn()
+                };
+                let spec = AdapterSpec { name, config: adapter_config, dir: run.last() };
+                let fresh: Vec<String> = (0..model_config.num_hidden_layers)
+                    .map(|l| spec.layer_prefix(l))
+                    .chain(head.layers.iter().map(|l| l.prefix.clone()))
+                    .collect();
+                composed.task = Some(spec);
+                composed.head = Some(head);
+                let model = MadxModel::build(&composed, device, &composed.weights)?;
+                model.copy_weights(composed.weights, &fresh)?;
+                (model, head_json)
+            }
         };
         let layers = model.num_layers;
-        config.schedule.validate(layers)?;
+        config.unfreezing(layers).validate()?;
 
         let mut optimizer = AdamW::new(AdamWConfig { weight_decay: config.weight_decay, ..Default::default() });
         let state = if resume {
@@ -129,20 +145,26 @@ impl Trainer {
             optimizer.restore(&moments, &state.optimizer_steps, device)?;
             state
         } else {
-            let initial = config.schedule.initial(layers);
+            // Step 0's event sets the adapters trainable from the start.
             TrainerState {
                 step: 0,
-                unfreeze_steps: vec![0; initial.len()],
-                trainable: initial,
+                unfreeze_steps: Vec::new(),
+                trainable: Vec::new(),
                 best_score: None,
                 best_step: None,
                 optimizer_steps: Default::default(),
             }
         };
-        let micro_per_epoch = train.len().div_ceil(config.batch_size);
-        let total_steps = config.max_steps.unwrap_or_else(|| (config.epochs * micro_per_epoch).div_ceil(config.grad_accumulation));
+        let micro_per_epoch = config.batches_per_epoch(train.len());
+        let total_steps = config.total_steps(train.len());
         if resume {
             println!("resuming {} from step {} of {}", run.0.display(), state.step, total_steps);
+        } else {
+            let plan = Plan::new(&config, layers, Some(train.len()));
+            for warning in &plan.warnings {
+                eprintln!("warning: {warning}");
+            }
+            crate::fsx::write_atomic(&run.file("plan.txt"), plan.render().as_bytes())?;
         }
         Ok(Self {
             config,
@@ -178,9 +200,11 @@ impl Trainer {
         let mut fisher_avg = CsvLog::open(&run.file("fisher_avg.csv"), &["step", "trainable_adapters", "avg_trace_trainable"], before)?;
         let mut fun = CsvLog::open(&run.file("fun_selection.csv"), &["step", "layer", "trace", "chosen"], before)?;
         let layers = self.model.num_layers;
-        let steps_per_epoch = self.micro_per_epoch.div_ceil(self.config.grad_accumulation).max(1);
-        let eval_every = if self.config.eval_every > 0 { self.config.eval_every } else { steps_per_epoch };
+        let steps_per_epoch = self.config.steps_per_epoch(self.train.len());
         let save_every = if self.config.save_every > 0 { self.config.save_every } else { steps_per_epoch };
+        let (eval_every, eval_each_epoch) = (self.config.eval_every, self.config.eval_each_epoch);
+        let eval_due =
+            |done: usize| (eval_every > 0 && done.is_multiple_of(eval_every)) || (eval_each_epoch && done.is_multiple_of(steps_per_epoch));
 
         let bar = self.progress_bar();
         let mut order_epoch = usize::MAX;
@@ -236,7 +260,7 @@ impl Trainer {
             bar.set_message(format!("loss {loss_sum:.4} lr {lr:.2e} adapters {}/{layers}", self.state.trainable.len()));
 
             let last = done == self.total_steps;
-            if self.validation.is_some() && (done.is_multiple_of(eval_every) || last) {
+            if self.validation.is_some() && (eval_due(done) || last) {
                 self.validate(&mut validation, &run)?;
             }
             if done.is_multiple_of(save_every) || last {
@@ -267,28 +291,25 @@ impl Trainer {
 
     fn apply_event(&mut self, step: usize, fun: &mut CsvLog) -> Result<()> {
         let layers = self.model.num_layers;
-        let Some(event) = self.config.schedule.event(step, self.config.unfreeze_every, &self.state.trainable, layers) else {
+        let Some(event) = self.config.unfreezing(layers).event(step, &self.state.trainable) else {
             return Ok(());
         };
         let frozen: Vec<usize> = (0..layers).filter(|l| !self.state.trainable.contains(l)).collect();
         let chosen = match event {
-            Event::Unfreeze(l) => vec![l],
+            Event::Unfreeze(ls) => ls,
             Event::UnfreezeAll => frozen,
-            Event::UnfreezeRandom => vec![pick_random(&frozen, derive_seed(self.config.seed, STREAM_RANDOM_SCHEDULE, step as u64))],
-            Event::UnfreezeLargestFisher => {
+            Event::UnfreezeRandom(n) => {
+                let draw = derive_seed(self.config.seed, STREAM_RANDOM_SCHEDULE, step as u64);
+                pick_random(&frozen, n, |j| derive_seed(draw, 0, j as u64))
+            }
+            Event::UnfreezeLargestFisher(n) => {
                 let batches = self.fisher_batches(step);
-                let traces = fisher_traces(
-                    &self.model,
-                    &batches,
-                    self.config.fisher_labels,
-                    self.config.fisher_estimator,
-                    derive_seed(self.config.seed, STREAM_FISHER, step as u64),
-                )?;
-                let pick = largest_frozen(&traces, &self.state.trainable).context("no frozen adapter left")?;
+                let traces = fisher_traces(&self.model, &batches, self.fisher_options(), derive_seed(self.config.seed, STREAM_FISHER, step as u64))?;
+                let picks = largest_frozen(&traces, &self.state.trainable, n);
                 for &l in &frozen {
-                    fun.row(&[step.to_string(), l.to_string(), format!("{:e}", traces[l]), u8::from(l == pick).to_string()])?;
+                    fun.row(&[step.to_string(), l.to_string(), format!("{:e}", traces[l]), u8::from(picks.contains(&l)).to_string()])?;
                 }
-                vec![pick]
+                picks
             }
         };
         for l in chosen {
@@ -296,6 +317,10 @@ impl Trainer {
             self.state.unfreeze_steps.push(step);
         }
         Ok(())
+    }
+
+    fn fisher_options(&self) -> FisherOptions {
+        FisherOptions { labels: self.config.fisher_labels, estimator: self.config.fisher_estimator, qa: self.config.fisher_qa_reduction }
     }
 
     /// requires-grad on exactly the head and the trainable task adapters; everything else
@@ -330,7 +355,7 @@ impl Trainer {
     fn track_fisher(&self, step: usize, fisher: &mut CsvLog, avg: &mut CsvLog) -> Result<()> {
         let batches = self.fisher_batches(step);
         let seed = derive_seed(self.config.seed, STREAM_FISHER, step as u64);
-        let traces = fisher_traces(&self.model, &batches, self.config.fisher_labels, self.config.fisher_estimator, seed)?;
+        let traces = fisher_traces(&self.model, &batches, self.fisher_options(), seed)?;
         let mut sum = 0.0;
         for (l, t) in traces.iter().enumerate() {
             let trainable = self.state.trainable.contains(&l);

@@ -14,12 +14,18 @@ pub struct HeadModule {
 }
 
 impl HeadModule {
-    pub fn new(root: &nn::Path, spec: &Head) -> Self {
+    /// New weights are drawn as Hugging Face's `_init_weights` draws them, for its heads and
+    /// the `adapters` library's alike: N(0, `init_std`²), biases zero.
+    pub fn new(root: &nn::Path, spec: &Head, init_std: f64) -> Self {
         let layers = spec
             .layers
             .iter()
             .map(|l| {
-                let cfg = nn::LinearConfig { bias: l.bias, ..Default::default() };
+                let cfg = nn::LinearConfig {
+                    ws_init: nn::Init::Randn { mean: 0.0, stdev: init_std },
+                    bs_init: Some(nn::Init::Const(0.0)),
+                    bias: l.bias,
+                };
                 nn::linear(super::sub_path(root, &l.prefix), l.in_dim as i64, l.out_dim as i64, cfg)
             })
             .collect();

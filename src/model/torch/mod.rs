@@ -104,7 +104,7 @@ impl MadxModel {
             }
         }
         let encoder = Encoder { embeddings: encoder::Embeddings::new(&(&root / "embeddings"), c), invertible, layers };
-        let head = composed.head.as_ref().map(|spec| HeadModule::new(&root, spec));
+        let head = composed.head.as_ref().map(|spec| HeadModule::new(&root, spec, c.initializer_range));
         let pooler = head
             .as_ref()
             .filter(|hd| hd.spec.needs_pooler())
