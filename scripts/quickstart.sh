@@ -6,10 +6,12 @@
 #   TOOLKIT_DATA_DIR=DIR  where copa/ and xcopa/ are (default ../shared/data, else downloaded)
 #   METHODS="standard gu fun"  which schedules to run
 set -euo pipefail
-cd "$(dirname "$0")/.."
+# shellcheck source=scripts/paths.sh
+source "$(dirname "${BASH_SOURCE[0]}")/paths.sh"
 
 NEEDED="copa xcopa"
-source scripts/prepare.sh
+# shellcheck source=scripts/recipes/prepare.sh
+source scripts/recipes/prepare.sh
 
 runs=runs/quickstart
 results=results/quickstart
@@ -17,18 +19,18 @@ report=reports/quickstart
 run_dirs=()
 for method in ${METHODS:-standard gu fun}; do
     echo "[quickstart] $method: train on English COPA"
-    $tk train --config scripts/configs/copa-e5.toml --schedule "$method" \
-        --train-file "$data/copa/train.jsonl" --validation-file "$data/copa/val.jsonl" \
+    "$TOOLKIT" train --config scripts/configs/copa-e5.toml --schedule "$method" \
+        --train-file "$TOOLKIT_DATA_DIR/copa/train.jsonl" --validation-file "$TOOLKIT_DATA_DIR/copa/val.jsonl" \
         --out "$runs/copa-$method"
     echo "[quickstart] $method: export"
-    $tk export --run "$runs/copa-$method" --no-lang-adapter --out "exports/quickstart/copa-$method"
+    "$TOOLKIT" export --run "$runs/copa-$method" --no-lang-adapter --out "exports/quickstart/copa-$method"
     echo "[quickstart] $method: zero-shot XCOPA"
-    $tk eval --suite xcopa --models "exports/quickstart/copa-$method" --data-dir "$data" \
+    "$TOOLKIT" eval --suite xcopa --models "exports/quickstart/copa-$method" --data-dir "$TOOLKIT_DATA_DIR" \
         --method "$method" --seed 42 --run-name "copa-$method" --out "$results/copa-$method.csv"
     run_dirs+=(--run-dir "$runs/copa-$method")
 done
 
-$tk report "$results"/*.csv "${run_dirs[@]}" --out "$report"
+"$TOOLKIT" report "$results"/*.csv "${run_dirs[@]}" --out "$report"
 echo
 cat "$report/tables.md"
 echo

@@ -5,6 +5,7 @@
 //! `report` (tables and plots).
 pub mod data;
 pub mod device;
+#[cfg(feature = "eval")]
 pub mod eval;
 #[cfg(feature = "eval")]
 pub mod export;
@@ -17,5 +18,9 @@ pub mod predict;
 #[cfg(feature = "train")]
 pub mod train;
 pub mod report;
+pub mod run_dir;
+pub mod scoring;
+pub mod seed;
+pub mod task;
 #[cfg(feature = "eval")]
 pub mod runtime;

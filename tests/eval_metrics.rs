@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use toolkit::data::{Answer, QaExample};
-use toolkit::eval::metrics::{accuracy, exact_match, f1, score_predictions, AnswerNormalization, AnswerScheme};
+use toolkit::scoring::{accuracy, exact_match, f1, score_predictions, AnswerNormalization, AnswerScheme};
 
 fn mlqa(lang: &str) -> AnswerNormalization {
     AnswerScheme::MlqaV1.for_language(lang).unwrap()

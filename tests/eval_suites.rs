@@ -1,4 +1,5 @@
 //! The suite files in `eval-suites/`: they parse, name the paper's languages, and find their
+#![cfg(feature = "eval")]
 //! data (the fixtures for XNLI and MLQA, the real files for XCOPA and XQuAD).
 
 mod common;
@@ -6,7 +7,7 @@ mod common;
 use std::path::Path;
 
 use toolkit::data::OnMalformed;
-use toolkit::eval::suite::{Format, Records};
+use toolkit::eval::suite::Records;
 use toolkit::eval::{Metric, Suite, Task};
 
 fn suite(name: &str) -> Suite {
@@ -24,13 +25,13 @@ fn suites_name_the_papers_languages_tasks_and_metrics() {
         langs(&xnli),
         ["ar", "bg", "de", "el", "en", "es", "fr", "hi", "ru", "sw", "th", "tr", "ur", "vi", "zh"]
     );
-    assert_eq!((xnli.task, xnli.metrics.as_slice()), (Task::Classification, &[Metric::Accuracy][..]));
+    assert_eq!((xnli.task, xnli.metrics.as_slice()), (Task::Nli, &[Metric::Accuracy][..]));
     assert_eq!(xnli.labels.as_deref().unwrap(), ["entailment", "neutral", "contradiction"]);
     assert_eq!(xnli.features.max_length, 128);
 
     let xquad = suite("xquad");
     assert_eq!(langs(&xquad), ["ar", "de", "el", "en", "es", "hi", "ro", "ru", "th", "tr", "vi", "zh"]);
-    assert_eq!((xquad.task, xquad.primary_metric), (Task::QuestionAnswering, Metric::F1));
+    assert_eq!((xquad.task, xquad.primary_metric), (Task::Qa, Metric::F1));
     assert_eq!((xquad.features.max_length, xquad.features.doc_stride), (384, Some(128)));
 
     let mlqa = suite("mlqa");
@@ -38,7 +39,7 @@ fn suites_name_the_papers_languages_tasks_and_metrics() {
 
     let xcopa = suite("xcopa");
     assert_eq!(langs(&xcopa), ["et", "ht", "id", "it", "qu", "sw", "ta", "th", "tr", "vi", "zh", "en"]);
-    assert_eq!(xcopa.task, Task::MultipleChoice);
+    assert_eq!(xcopa.task, Task::Copa);
     assert_eq!(xcopa.targets().count(), 11);
 }
 
@@ -60,7 +61,7 @@ fn per_language_overrides() {
 
     let xnli = suite("xnli");
     let sw = xnli.source(root, "sw");
-    assert_eq!((sw.format, sw.language_filter.as_deref()), (Format::Nli, Some("sw")));
+    assert_eq!(sw.language_filter.as_deref(), Some("sw"));
     assert_eq!(sw.path, root.join("xnli/XNLI-1.0/xnli.test.tsv"));
 
     let mlqa = suite("mlqa");
@@ -84,6 +85,13 @@ fn a_suite_that_does_not_fit_its_task_is_rejected() {
     assert!(format!("{err:#}").contains("\"fr\""), "{err:#}");
     std::fs::write(&bad, text.replace("metrics = [\"f1\", \"exact_match\"]", "metrics = [\"accuracy\"]")).unwrap();
     assert!(Suite::load(bad.to_str().unwrap()).is_err());
+    // The older spellings: a kebab-case task and a `format` that must agree with it.
+    let old = text.replace("task = \"qa\"", "task = \"question-answering\"").replace("[data]\n", "[data]\nformat = \"squad\"\n");
+    std::fs::write(&bad, &old).unwrap();
+    assert_eq!(Suite::load(bad.to_str().unwrap()).unwrap().task, Task::Qa);
+    std::fs::write(&bad, old.replace("format = \"squad\"", "format = \"copa\"")).unwrap();
+    let err = Suite::load(bad.to_str().unwrap()).unwrap_err();
+    assert!(format!("{err:#}").contains("data.format = \"copa\" does not fit a qa task"), "{err:#}");
 }
 
 #[test]

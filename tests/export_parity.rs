@@ -272,7 +272,7 @@ fn reference_python() -> Option<PathBuf> {
 #[test]
 fn exports_pass_the_onnx_full_checker() {
     let Some(python) = reference_python() else {
-        eprintln!("skipping: no reference venv with `onnx` (set REF_VENV; see scripts/check-onnx.py)");
+        eprintln!("skipping: no reference venv with `onnx` (set REF_VENV; see scripts/checks/check-onnx.py)");
         return;
     };
     let root = tempfile::tempdir().unwrap();
@@ -291,7 +291,7 @@ fn exports_pass_the_onnx_full_checker() {
         folders.push(plan.out);
     }
     let out = std::process::Command::new(python)
-        .arg(common::repo().join("scripts/check-onnx.py"))
+        .arg(common::repo().join("scripts/checks/check-onnx.py"))
         .arg("--fusions")
         .args(&folders)
         .output()

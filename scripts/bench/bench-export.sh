@@ -3,48 +3,40 @@
 # and vocabulary): export time for one and for 11 languages, and the disk size of the
 # 11-language export against one full single-language model. Prints a table.
 #
-#   scripts/bench-export.sh
+#   scripts/bench/bench-export.sh
 #
-# Environment:
-#   REF_VENV   Python venv with torch, transformers and adapters (scripts/reference/requirements.txt),
-#              used to write the synthetic checkpoint in AdapterHub format [default: .venv-ref]
-#   DATA_DIR   the shared data folder with vocab/bert-base-multilingual-cased [default: ../shared/data]
-#   LANG_RF    reduction factor of the language adapters [default: 2, as MAD-X]
-#   DTYPE      fp32 or fp16 [default: fp32]
-#   WORK       scratch folder [default: a new temporary folder, removed at the end]
-#   TOOLKIT    a toolkit binary to use instead of building target/release/toolkit
+# Environment (relative paths are taken from the repository root):
+#   REF_VENV          Python venv with torch, transformers and adapters
+#                     (scripts/fixtures/requirements.txt), used to write the synthetic checkpoint
+#                     in AdapterHub format [default: .venv-ref]
+#   TOOLKIT_DATA_DIR  the data folder with vocab/bert-base-multilingual-cased [default: ../shared/data]
+#   LANG_RF           reduction factor of the language adapters [default: 2, as MAD-X]
+#   DTYPE             fp32 or fp16 [default: fp32]
+#   WORK              scratch folder [default: a new temporary folder, removed at the end]
+#   TOOLKIT           a toolkit binary to use instead of building target/release/toolkit
 set -euo pipefail
 shopt -s inherit_errexit
+# shellcheck source=scripts/paths.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../paths.sh" --old-data-dir
 
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-PY="${REF_VENV:-$ROOT/.venv-ref}/bin/python"
-DATA_DIR="${DATA_DIR:-$ROOT/../shared/data}"
-MBERT="$DATA_DIR/vocab/bert-base-multilingual-cased"
+MBERT="$TOOLKIT_DATA_DIR/vocab/bert-base-multilingual-cased"
 LANG_RF="${LANG_RF:-2}"
 DTYPE="${DTYPE:-fp32}"
-LANGS="et ht id it qu sw ta th tr vi zh"   # the 11 XCOPA target languages
+LANGS=(et ht id it qu sw ta th tr vi zh)   # the 11 XCOPA target languages
 
-if [[ ! -x "$PY" ]]; then
-    echo "bench-export: no Python at $PY; set REF_VENV to a venv with scripts/reference/requirements.txt" >&2
-    exit 1
-fi
+require_ref_venv bench-export
 if [[ ! -f "$MBERT/bert_config.json" || ! -f "$MBERT/vocab.txt" ]]; then
-    echo "bench-export: $MBERT lacks bert_config.json / vocab.txt; set DATA_DIR" >&2
+    echo "bench-export: $MBERT lacks bert_config.json / vocab.txt; set TOOLKIT_DATA_DIR" >&2
     exit 1
 fi
 if [[ -z "${WORK:-}" ]]; then
     WORK="$(mktemp -d)"
     trap 'rm -rf "$WORK"' EXIT
 fi
-if [[ -n "${TOOLKIT:-}" ]]; then
-    BIN="$TOOLKIT"
-else
-    (cd "$ROOT" && cargo build --release --no-default-features --features eval --quiet)
-    BIN="$ROOT/target/release/toolkit"
-fi
+build_toolkit --no-default-features --features eval --quiet
 
 echo "bench-export: writing the synthetic checkpoint to $WORK (language adapters: reduction factor $LANG_RF)"
-"$PY" - "$MBERT" "$WORK" "$LANG_RF" $LANGS <<'EOF'
+"$REF_VENV/bin/python" - "$MBERT" "$WORK" "$LANG_RF" "${LANGS[@]}" <<'EOF'
 import json, shutil, sys
 from pathlib import Path
 
@@ -76,7 +68,7 @@ export_time() {  # LANG_SPEC OUT [FLAGS...] -> prints seconds
     local start end spec=$1 out=$2
     shift 2
     start=$(date +%s.%N)
-    "$BIN" export --model "$WORK/model" --task-adapter "$WORK/task" --lang-adapters "$WORK/langs" \
+    "$TOOLKIT" export --model "$WORK/model" --task-adapter "$WORK/task" --lang-adapters "$WORK/langs" \
         --lang "$spec" --dtype "$DTYPE" --out "$out" "$@" >/dev/null
     end=$(date +%s.%N)
     echo "$end - $start" | bc
@@ -91,9 +83,9 @@ lang_b=$(size "$WORK/langs/th/adapter.safetensors")
 one_b=$(size "$WORK/export-th")
 all_b=$(size "$WORK/export-all")
 int8_b=$(size "$WORK/export-all-int8")
-n=$(echo $LANGS | wc -w)
+n=${#LANGS[@]}
 
-"$PY" - "$one_s" "$all_s" "$int8_s" "$one_b" "$all_b" "$int8_b" "$model_b" "$lang_b" "$n" "$DTYPE" "$LANG_RF" <<'EOF'
+"$REF_VENV/bin/python" - "$one_s" "$all_s" "$int8_s" "$one_b" "$all_b" "$int8_b" "$model_b" "$lang_b" "$n" "$DTYPE" "$LANG_RF" <<'EOF'
 import sys
 one_s, all_s, int8_s = map(float, sys.argv[1:4])
 one_b, all_b, int8_b, model_b, lang_b, n = map(int, sys.argv[4:10])
@@ -115,8 +107,8 @@ EOF
 
 # What int8 storage costs: every language's logits, exact against int8, on one batch of
 # random token ids (ONNX Runtime, CPU).
-if "$PY" -c "import onnxruntime" 2>/dev/null; then
-    "$PY" - "$WORK/export-all" "$WORK/export-all-int8" $LANGS <<'EOF'
+if "$REF_VENV/bin/python" -c "import onnxruntime" 2>/dev/null; then
+    "$REF_VENV/bin/python" - "$WORK/export-all" "$WORK/export-all-int8" "${LANGS[@]}" <<'EOF'
 import sys
 import numpy as np
 import onnxruntime as ort
@@ -143,7 +135,7 @@ print(f"  int8 against exact logits, {len(langs)} languages x {batch} inputs: ma
 EOF
 fi
 
-if "$PY" -c "import onnx" 2>/dev/null; then
-    "$PY" "$ROOT/scripts/check-onnx.py" "$WORK/export-all" | tail -1
-    "$PY" "$ROOT/scripts/check-onnx.py" "$WORK/export-all-int8" | tail -1
+if "$REF_VENV/bin/python" -c "import onnx" 2>/dev/null; then
+    "$REF_VENV/bin/python" scripts/checks/check-onnx.py "$WORK/export-all" | tail -1
+    "$REF_VENV/bin/python" scripts/checks/check-onnx.py "$WORK/export-all-int8" | tail -1
 fi

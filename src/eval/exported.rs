@@ -8,7 +8,6 @@ use tokenizers::Tokenizer;
 use super::{Suite, Task};
 use crate::export::ExportManifest;
 use crate::features::tokenizer;
-use crate::model::HeadType;
 
 pub struct ExportedModels {
     pub dir: PathBuf,
@@ -24,11 +23,7 @@ impl ExportedModels {
     pub fn open(dir: &Path, suite: &Suite, languages: &[String]) -> Result<ExportedModels> {
         let manifest = ExportManifest::load(dir)?;
         let misfit = |what: String| format!("{}: the export does not fit suite {}: {what}", dir.display(), suite.name);
-        let expected = match suite.task {
-            Task::Classification => HeadType::Classification,
-            Task::QuestionAnswering => HeadType::QuestionAnswering,
-            Task::MultipleChoice => HeadType::MultipleChoice,
-        };
+        let expected = suite.task.head_type();
         if manifest.head_type != expected {
             bail!(misfit(format!("its head is {:?}, the suite needs {:?}", manifest.head_type, expected)));
         }
@@ -39,7 +34,7 @@ impl ExportedModels {
             )));
         }
         let class_names = match suite.task {
-            Task::Classification => class_names(&manifest.labels, suite.labels.as_deref().unwrap_or_default())
+            Task::Nli => class_names(&manifest.labels, suite.labels.as_deref().unwrap_or_default())
                 .map_err(|e| anyhow::anyhow!(misfit(e)))?,
             _ => Vec::new(),
         };

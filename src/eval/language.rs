@@ -10,8 +10,7 @@ use serde::Serialize;
 
 use super::exported::ExportedModels;
 use super::infer::run_batch;
-use super::metrics::{accuracy, score_predictions};
-use super::qa_answers::{best_answer, WindowLogits};
+use crate::scoring::{accuracy, qa_predictions, score_predictions};
 use super::suite::Records;
 use super::{Metric, Suite};
 use crate::data::{CopaExample, NliExample, QaExample};
@@ -186,15 +185,7 @@ impl Runner<'_> {
             }
             Ok(())
         })?;
-        let mut windows: Vec<Vec<WindowLogits>> = (0..examples.len()).map(|_| Vec::new()).collect();
-        for (feature, (start, end)) in features.iter().zip(&logits) {
-            windows[feature.example].push(WindowLogits { offsets: &feature.context_offsets, start, end });
-        }
-        let predictions = examples
-            .iter()
-            .zip(&windows)
-            .map(|(example, windows)| (example.id.clone(), best_answer(&example.context, windows)))
-            .collect();
+        let predictions = qa_predictions(examples, features, &logits);
         Ok((predictions, plan))
     }
 }

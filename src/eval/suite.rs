@@ -6,35 +6,14 @@
 //! `[overrides.LANG]` changes the path, split, format or answer normalisation for one language
 //! (XCOPA's `en` row comes from COPA).
 use std::collections::BTreeMap;
-use std::fmt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, ensure, Context, Result};
 use serde::Deserialize;
 
-use super::metrics::{AnswerNormalization, AnswerScheme};
-use crate::data::{self, CopaExample, Loaded, NliExample, OnMalformed, QaExample};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Task {
-    /// Sentence-pair classification (NLI): logits `[batch, labels]`.
-    Classification,
-    /// Extractive QA: `start_logits`, `end_logits` `[batch, seq]`.
-    QuestionAnswering,
-    /// Two-choice COPA: logits `[batch, choices]` from inputs `[batch, choices, seq]`.
-    MultipleChoice,
-}
-
-impl fmt::Display for Task {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Task::Classification => "classification",
-            Task::QuestionAnswering => "question-answering",
-            Task::MultipleChoice => "multiple-choice",
-        })
-    }
-}
+use crate::scoring::{AnswerNormalization, AnswerScheme};
+use crate::data::OnMalformed;
+pub use crate::task::{Languages, Records, Task};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -54,22 +33,11 @@ impl Metric {
     }
 }
 
-/// How a language's records are stored.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Format {
-    /// MultiNLI/XNLI JSON lines or XNLI TSV (by extension), see [`data::nli`].
-    Nli,
-    /// SQuAD v1.1 JSON (SQuAD, XQuAD, MLQA).
-    Squad,
-    /// SuperGLUE COPA JSON lines (COPA, XCOPA).
-    Copa,
-}
-
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DataSpec {
-    pub format: Format,
+    /// The file format; older suites name it (`nli`, `squad`, `copa`), the task decides it.
+    pub format: Option<String>,
     /// Relative to `--data-dir`, with `{lang}` placeholders.
     pub path: String,
     /// The file holds every language; keep the records whose `language` field is the row's.
@@ -81,7 +49,7 @@ pub struct DataSpec {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LanguageOverride {
-    pub format: Option<Format>,
+    pub format: Option<String>,
     pub path: Option<String>,
     pub split: Option<String>,
     pub select_language: Option<bool>,
@@ -123,40 +91,9 @@ pub struct Suite {
 /// One language's file, resolved.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LanguageSource {
-    pub format: Format,
     pub path: PathBuf,
     pub split: String,
     pub language_filter: Option<String>,
-}
-
-/// A language's records, by task.
-#[derive(Debug, Clone)]
-pub enum Records {
-    Nli(Loaded<NliExample>),
-    Qa(Loaded<QaExample>),
-    Copa(Loaded<CopaExample>),
-}
-
-impl Records {
-    pub fn len(&self) -> usize {
-        match self {
-            Records::Nli(l) => l.records.len(),
-            Records::Qa(l) => l.records.len(),
-            Records::Copa(l) => l.records.len(),
-        }
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    pub fn skipped(&self) -> &data::Skipped {
-        match self {
-            Records::Nli(l) => &l.skipped,
-            Records::Qa(l) => &l.skipped,
-            Records::Copa(l) => &l.skipped,
-        }
-    }
 }
 
 impl Suite {
@@ -173,34 +110,30 @@ impl Suite {
     fn validate(&self) -> Result<()> {
         ensure!(!self.languages.is_empty(), "no languages");
         ensure!(self.metrics.contains(&self.primary_metric), "primary_metric is not among the metrics");
-        let (format, metrics_fit) = match self.task {
-            Task::Classification => (Format::Nli, self.metrics == [Metric::Accuracy]),
-            Task::MultipleChoice => (Format::Copa, self.metrics == [Metric::Accuracy]),
-            Task::QuestionAnswering => (Format::Squad, self.metrics.iter().all(|m| *m != Metric::Accuracy)),
+        let metrics_fit = match self.task {
+            Task::Nli | Task::Copa => self.metrics == [Metric::Accuracy],
+            Task::Qa => self.metrics.iter().all(|m| *m != Metric::Accuracy),
         };
         ensure!(metrics_fit, "metrics {:?} do not fit a {} task", self.metrics, self.task);
-        for lang in &self.languages {
-            ensure!(
-                self.source(Path::new(""), lang).format == format,
-                "language {lang}: the data format does not fit a {} task",
-                self.task
-            );
+        let format = file_format(self.task);
+        let named = self.data.format.iter().map(|f| ("data.format".to_string(), f));
+        let overridden = self.overrides.iter().filter_map(|(lang, o)| o.format.as_ref().map(|f| (format!("overrides.{lang}.format"), f)));
+        for (key, name) in named.chain(overridden) {
+            ensure!(name == format, "{key} = {name:?} does not fit a {} task, whose files are {format:?}", self.task);
         }
         for lang in self.overrides.keys() {
             ensure!(self.languages.contains(lang), "overrides.{lang}: {lang} is not among the languages");
         }
         match self.task {
-            Task::Classification => {
-                ensure!(self.labels.as_ref().is_some_and(|l| !l.is_empty()), "a classification suite needs labels")
-            }
-            Task::QuestionAnswering => {
+            Task::Nli => ensure!(self.labels.as_ref().is_some_and(|l| !l.is_empty()), "an nli suite needs labels"),
+            Task::Qa => {
                 ensure!(self.answer_normalization.is_some(), "a QA suite needs answer_normalization");
                 for lang in &self.languages {
                     self.answer_normalization(lang)?;
                 }
                 ensure!(self.features.doc_stride.is_some(), "a QA suite needs features.doc_stride");
             }
-            Task::MultipleChoice => {}
+            Task::Copa => {}
         }
         Ok(())
     }
@@ -223,7 +156,6 @@ impl Suite {
         let split = over.split.unwrap_or_else(|| self.split.clone());
         let path = over.path.as_deref().unwrap_or(&self.data.path).replace("{lang}", lang).replace("{split}", &split);
         LanguageSource {
-            format: over.format.unwrap_or(self.data.format),
             path: data_dir.join(path),
             split,
             language_filter: over.select_language.unwrap_or(self.data.select_language).then(|| lang.to_string()),
@@ -240,13 +172,19 @@ impl Suite {
                 source.path.display()
             );
         }
-        let records = match source.format {
-            Format::Nli => Records::Nli(data::nli::read(&source.path, source.language_filter.as_deref(), policy)?),
-            Format::Squad => Records::Qa(data::squad::read(&source.path, policy)?),
-            Format::Copa => Records::Copa(data::copa::read(&source.path, policy)?),
-        };
+        let languages = source.language_filter.as_deref().map_or(Languages::All, Languages::Only);
+        let records = self.task.read(&source.path, languages, policy)?;
         ensure!(!records.is_empty(), "{}: no usable records ({})", source.path.display(), records.skipped());
         Ok(records)
+    }
+}
+
+/// The name older suites give the task's file format.
+fn file_format(task: Task) -> &'static str {
+    match task {
+        Task::Nli => "nli",
+        Task::Qa => "squad",
+        Task::Copa => "copa",
     }
 }
 

@@ -17,9 +17,11 @@ pub use graph::Dtype;
 use lang_adapters::LangAdapters;
 pub use manifest::{ExportManifest, ExportedModel};
 use manifest::{MANIFEST, NO_LANG_MODEL, SHARED_DATA, TOKENIZER};
-use write::{Placement, SharedData, Staging};
+use write::{Placement, SharedData};
 
+use crate::fsx::Staging;
 use crate::model::{Arch, ComposedModel, Head, ModelFiles};
+use crate::run_dir::RunDir;
 
 /// Export the composed model to ONNX, one model per target language.
 #[derive(clap::Args, Debug, Clone)]
@@ -71,11 +73,10 @@ pub struct ExportArgs {
     pub dtype: Dtype,
 
     /// Store each language adapter's projection weights as int8, one float32 scale per
-    /// output feature (restored by DequantizeLinear in the graph): per-language files 4x
-    /// smaller, so eleven MAD-X languages (reduction factor 2) fit in 1.15x one model instead
-    /// of 1.4x. Lossy: logits moved by 3e-3 to 2.4e-2 on the test fixtures
-    /// (scripts/bench-export.sh measures it on an mBERT-size model); the base model and the
-    /// task adapter stay exact.
+    /// output feature (restored by DequantizeLinear in the graph): one byte per weight
+    /// instead of four (fp32) or two (fp16) in the per-language files. Lossy: logits move a
+    /// little (the README lists measured sizes and errors); the base model and the task
+    /// adapter stay exact.
     #[arg(long, requires = "lang_adapters")]
     pub int8_lang_adapters: bool,
 
@@ -161,7 +162,7 @@ fn human_bytes(bytes: u64) -> String {
 pub fn plan(args: &ExportArgs) -> Result<ExportPlan> {
     let (run_model, run_task) = match &args.run {
         Some(run) => {
-            let (model, task) = read_run(run)?;
+            let (model, task) = read_run(&RunDir::new(run))?;
             (Some(model), Some(task))
         }
         None => (None, None),
@@ -190,26 +191,19 @@ pub fn plan(args: &ExportArgs) -> Result<ExportPlan> {
 
 /// The base model and the task adapter of a training run: `model` in RUN/config.toml (a
 /// relative path is taken from the current folder, where training ran) and RUN/best.
-pub fn read_run(run: &Path) -> Result<(PathBuf, PathBuf)> {
-    let config = run.join("config.toml");
-    let text = std::fs::read_to_string(&config)
-        .with_context(|| format!("reading {} (is {} a training run folder?)", config.display(), run.display()))?;
-    let table: toml::Table = text.parse().with_context(|| format!("{}: not valid TOML", config.display()))?;
-    let model = table
-        .get("model")
-        .and_then(|v| v.as_str())
-        .with_context(|| format!("{}: no string key `model` (the base model folder)", config.display()))?;
-    let task = run.join("best");
+pub fn read_run(run: &RunDir) -> Result<(PathBuf, PathBuf)> {
+    let model = run.read_config()?.model;
+    let task = run.best();
     if !task.join("adapter_config.json").is_file() {
         bail!("{}: no trained task adapter (expected adapter_config.json there)", task.display());
     }
-    Ok((PathBuf::from(model), task))
+    Ok((model, task))
 }
 
 /// Writes the export described by `plan`, atomically.
 pub fn export(plan: &ExportPlan) -> Result<ExportSummary> {
     let start = Instant::now();
-    let staging = Staging::new(&plan.out, MANIFEST)?;
+    let staging = Staging::new(&plan.out, Some(MANIFEST))?;
     // The tokenizer first: a missing one fails the export before the slow part.
     let tokenizer = crate::features::tokenizer::load(&plan.tokenizer_dir).with_context(|| {
         format!(
@@ -251,7 +245,7 @@ pub fn export(plan: &ExportPlan) -> Result<ExportSummary> {
     let json = serde_json::to_string_pretty(&manifest).expect("the manifest serialises");
     std::fs::write(staging.dir().join(MANIFEST), json).with_context(|| format!("writing {MANIFEST}"))?;
     let shared_bytes = shared.finish()?;
-    staging.commit(&plan.out)?;
+    staging.commit()?;
     Ok(ExportSummary {
         manifest,
         shared_bytes,
@@ -398,7 +392,7 @@ mod tests {
         let root = tempfile::tempdir().unwrap();
         let run = root.path().join("run");
         adapter(&run.join("best"));
-        std::fs::write(run.join("config.toml"), "model = \"models/mbert\"\nseed = 1\n").unwrap();
+        std::fs::write(run.join("config.toml"), "model = \"models/mbert\"\ntask = \"copa\"\nschedule = \"fun\"\nseed = 1\n").unwrap();
         adapter(&root.path().join("langs/th"));
         adapter(&root.path().join("langs/sw"));
         let langs = root.path().join("langs");
@@ -435,7 +429,7 @@ mod tests {
         assert_eq!(plan.dtype, Dtype::Fp16);
 
         let root = tempfile::tempdir().unwrap();
-        let err = read_run(root.path()).unwrap_err();
+        let err = read_run(&RunDir::new(root.path())).unwrap_err();
         assert!(format!("{err:#}").contains("config.toml"), "{err:#}");
     }
 }

@@ -1,6 +1,5 @@
 //! Writing exports: the shared external data file that every per-language model references,
-//! the choice of which weights are inline, and the staging directory that makes a whole
-//! export appear at once or not at all.
+//! and the choice of which weights are inline.
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -123,63 +122,6 @@ pub fn write_model(path: &Path, model: &ModelProto) -> Result<u64> {
     Ok(bytes.len() as u64)
 }
 
-/// A directory an export is built in, beside its destination. Dropped without `commit`, it
-/// is removed, so a failed export leaves nothing behind.
-pub struct Staging {
-    dir: PathBuf,
-    committed: bool,
-}
-
-impl Staging {
-    /// Creates the staging directory for `out`. An existing `out` must be an earlier export
-    /// (it has `marker`), so that a mistyped `--out` never replaces unrelated files.
-    pub fn new(out: &Path, marker: &str) -> Result<Self> {
-        if out.exists() {
-            let is_empty_dir = out.is_dir() && std::fs::read_dir(out)?.next().is_none();
-            if !out.join(marker).exists() && !is_empty_dir {
-                bail!(
-                    "{} exists and is not an earlier export (no {marker}); choose another --out or remove it",
-                    out.display()
-                );
-            }
-        }
-        let parent = match out.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
-        std::fs::create_dir_all(&parent).with_context(|| format!("creating {}", parent.display()))?;
-        let name = out.file_name().with_context(|| format!("--out {} has no directory name", out.display()))?;
-        let mut staging_name = std::ffi::OsString::from(".");
-        staging_name.push(name);
-        staging_name.push(format!(".staging-{}", std::process::id()));
-        let dir = parent.join(staging_name);
-        if dir.exists() {
-            std::fs::remove_dir_all(&dir).with_context(|| format!("removing stale {}", dir.display()))?;
-        }
-        std::fs::create_dir(&dir).with_context(|| format!("creating {}", dir.display()))?;
-        Ok(Self { dir, committed: false })
-    }
-
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-
-    /// Moves the finished export to `out`, replacing an earlier one.
-    pub fn commit(mut self, out: &Path) -> Result<()> {
-        crate::fsx::replace_dir(&self.dir, out)?;
-        self.committed = true;
-        Ok(())
-    }
-}
-
-impl Drop for Staging {
-    fn drop(&mut self) {
-        if !self.committed {
-            let _ = std::fs::remove_dir_all(&self.dir);
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -200,28 +142,5 @@ mod tests {
         assert!(shared.place("a", ElemType::F16, &[3], &|| Ok(vec![0u8; 6])).is_err());
         assert_eq!(shared.finish().unwrap(), 68);
         assert_eq!(std::fs::metadata(dir.path().join("shared.bin")).unwrap().len(), 68);
-    }
-
-    #[test]
-    fn staging_is_removed_unless_committed_and_unrelated_dirs_are_kept() {
-        let root = tempfile::tempdir().unwrap();
-        let out = root.path().join("exp");
-        {
-            let staging = Staging::new(&out, "export.json").unwrap();
-            std::fs::write(staging.dir().join("x"), b"half").unwrap();
-        }
-        assert_eq!(std::fs::read_dir(root.path()).unwrap().count(), 0, "failed export left files");
-
-        let staging = Staging::new(&out, "export.json").unwrap();
-        std::fs::write(staging.dir().join("export.json"), b"{}").unwrap();
-        staging.commit(&out).unwrap();
-        assert!(out.join("export.json").exists());
-        assert!(Staging::new(&out, "export.json").is_ok(), "an earlier export may be replaced");
-
-        let other = root.path().join("notes");
-        std::fs::create_dir(&other).unwrap();
-        std::fs::write(other.join("keep.txt"), b"mine").unwrap();
-        let err = Staging::new(&other, "export.json").err().unwrap();
-        assert!(format!("{err:#}").contains("not an earlier export"), "{err:#}");
     }
 }

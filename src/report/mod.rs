@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use anyhow::{ensure, Context, Result};
 
 use crate::fsx::write_atomic;
+use crate::run_dir::RunDir;
 pub use results::{summary_rows, ResultRow};
 use tables::{build_tables, language_table, summary_table, Format};
 
@@ -73,14 +74,15 @@ fn plot_runs(args: &ReportArgs) -> Result<()> {
     let mut schedules = Vec::new();
     for dir in &args.run_dirs {
         let name = dir.file_name().map_or_else(|| dir.display().to_string(), |n| n.to_string_lossy().into_owned());
-        let fisher = dir.join("fisher.csv");
+        let run = RunDir::new(dir);
+        let fisher = run.fisher_csv();
         if fisher.is_file() {
             let stem = plots::fisher_figure(&fisher, &name, args.smooth, &args.out)?;
             println!("wrote {}.{{svg,png}}", stem.display());
         } else {
             eprintln!("note: {} has no fisher.csv", dir.display());
         }
-        let schedule = dir.join("schedule.csv");
+        let schedule = run.schedule_csv();
         if schedule.is_file() {
             schedules.push((name, schedule));
         } else {

@@ -1,4 +1,6 @@
-//! The benchmarks' official metrics, as percentages (0-100) like the papers report them.
+//! Scoring predictions, below both the trainer's validation and the evaluator: the
+//! benchmarks' official metrics, as percentages (0-100) like the papers report them, and the
+//! extraction of QA answers from start/end logits.
 //!
 //! - `accuracy` for XNLI and XCOPA.
 //! - `exact_match` and `f1` for extractive QA, with the answer normalisation of the official
@@ -6,9 +8,11 @@
 //!   one for MLQA.
 mod answer;
 mod normalize;
+pub mod qa_answers;
 
 pub use answer::{exact_match, f1, score_predictions, QaScores};
 pub use normalize::{AnswerNormalization, AnswerScheme};
+pub use qa_answers::qa_predictions;
 
 /// Percentage of `predicted[i] == gold[i]`.
 pub fn accuracy<T: PartialEq>(predicted: &[T], gold: &[T]) -> f64 {

@@ -6,6 +6,11 @@
 //! One difference: candidates come from the window's own tokens; the paper's code padded every
 //! window to 384 tokens and let padding positions take places among the 20 best, where they
 //! were then discarded.
+use std::collections::HashMap;
+
+use crate::data::QaExample;
+use crate::features::QaFeature;
+
 pub const N_BEST: usize = 20;
 pub const MAX_ANSWER_TOKENS: usize = 30;
 
@@ -18,6 +23,16 @@ pub struct WindowLogits<'a> {
     pub offsets: &'a [Option<(usize, usize)>],
     pub start: &'a [f32],
     pub end: &'a [f32],
+}
+
+/// The best answer of every question (by id), from the start and end logits of each of its
+/// windows (`logits[i]` belongs to `features[i]`).
+pub fn qa_predictions(examples: &[QaExample], features: &[QaFeature], logits: &[(Vec<f32>, Vec<f32>)]) -> HashMap<String, String> {
+    let mut windows: Vec<Vec<WindowLogits>> = (0..examples.len()).map(|_| Vec::new()).collect();
+    for (feature, (start, end)) in features.iter().zip(logits) {
+        windows[feature.example].push(WindowLogits { offsets: &feature.context_offsets, start, end });
+    }
+    examples.iter().zip(&windows).map(|(example, windows)| (example.id.clone(), best_answer(&example.context, windows))).collect()
 }
 
 /// The best answer over `windows` of one question, as text of `context`.

@@ -60,7 +60,7 @@ pub fn loss(logits: &Logits, labels: &Labels) -> Tensor {
 /// Sampling uses its own seeded stream, not libtorch's global generator, so a measurement
 /// neither depends on nor disturbs anything else that draws random numbers.
 pub fn model_labels(logits: &Logits, sample_seed: Option<u64>) -> Labels {
-    let mut stream = sample_seed.map(crate::train::data::SeedStream::new);
+    let mut stream = sample_seed.map(crate::seed::SeedStream::new);
     let mut draw = |scores: &Tensor| match stream.as_mut() {
         None => scores.argmax(-1, false),
         Some(stream) => {

@@ -1,6 +1,7 @@
 //! Checkpoints: the task adapter and its head in AdapterHub layout (loadable by the `adapters`
 //! library and by `toolkit export`), plus, for resuming, the optimizer and trainer state.
-//! Every checkpoint directory is built aside and renamed into place.
+//! Every checkpoint directory is built in an `fsx::Staging` directory and renamed into place,
+//! so a failed save leaves the previous checkpoint as it was.
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -9,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::optimizer::{to_stored, AdamW};
-use crate::fsx;
+use crate::fsx::{self, Staging};
 use crate::model::adapter_config::SavedAdapterConfig;
 use crate::model::torch::MadxModel;
 use crate::model::weights::{write_safetensors, Tensor as Stored, Weights};
@@ -41,11 +42,8 @@ pub fn save(
     state: Option<(&AdamW, &TrainerState)>,
 ) -> Result<()> {
     let task = model.task.as_ref().context("no task adapter to save")?;
-    let staging = fsx::temp_path(dir);
-    if staging.exists() {
-        std::fs::remove_dir_all(&staging).with_context(|| format!("removing {}", staging.display()))?;
-    }
-    std::fs::create_dir_all(&staging).with_context(|| format!("creating {}", staging.display()))?;
+    let staging = Staging::new(dir, None)?;
+    let staging_dir = staging.dir();
     let prefix = config.arch.prefix();
     let saved = SavedAdapterConfig {
         config: task.config.clone(),
@@ -53,23 +51,23 @@ pub fn save(
         hidden_size: Some(config.hidden_size),
         model_type: Some(config.arch.model_type().to_string()),
     };
-    write_json(&staging.join("adapter_config.json"), &saved.to_json())?;
+    write_json(&staging_dir.join("adapter_config.json"), &saved.to_json())?;
     let adapter: Vec<(String, Stored)> = (0..model.num_layers)
         .flat_map(|l| model.task_adapter_vars(l))
         .chain(model.task_invertible_vars())
         .map(|(n, t)| (format!("{prefix}{n}"), to_stored(&t)))
         .collect();
-    write_tensors(&staging.join("adapter.safetensors"), &adapter)?;
-    write_json(&staging.join("head_config.json"), head_json)?;
+    write_tensors(&staging_dir.join("adapter.safetensors"), &adapter)?;
+    write_json(&staging_dir.join("head_config.json"), head_json)?;
     let head: Vec<(String, Stored)> = model.head_vars().into_iter().map(|(n, t)| (n, to_stored(&t))).collect();
-    write_tensors(&staging.join("model_head.safetensors"), &head)?;
+    write_tensors(&staging_dir.join("model_head.safetensors"), &head)?;
     if let Some((optimizer, trainer)) = state {
         let (moments, steps) = optimizer.state_tensors();
-        write_tensors(&staging.join("optimizer.safetensors"), &moments)?;
+        write_tensors(&staging_dir.join("optimizer.safetensors"), &moments)?;
         let trainer = TrainerState { optimizer_steps: steps, ..trainer.clone() };
-        write_json(&staging.join("trainer_state.json"), &serde_json::to_value(&trainer)?)?;
+        write_json(&staging_dir.join("trainer_state.json"), &serde_json::to_value(&trainer)?)?;
     }
-    fsx::replace_dir(&staging, dir)
+    staging.commit()
 }
 
 /// The trainer state and optimizer moments of a resumable checkpoint.

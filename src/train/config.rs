@@ -9,17 +9,7 @@ use super::fisher::{FisherEstimator, FisherLabels, QaReduction};
 use super::schedule::{EventTiming, Schedule, Unfreezing};
 use crate::device::Device;
 use crate::model::head::HeadStyle;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum Task {
-    /// Natural language inference: MultiNLI / XNLI (3 classes).
-    Nli,
-    /// Extractive question answering: SQuAD / XQuAD / MLQA.
-    Qa,
-    /// Causal commonsense reasoning: COPA / XCOPA (2 choices).
-    Copa,
-}
+pub use crate::task::Task;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -346,19 +336,11 @@ impl TrainConfig {
     }
 
     pub fn adapter_name(&self) -> String {
-        self.adapter_name.clone().unwrap_or_else(|| match self.task {
-            Task::Nli => "nli".into(),
-            Task::Qa => "qa".into(),
-            Task::Copa => "copa".into(),
-        })
+        self.adapter_name.clone().unwrap_or_else(|| self.task.as_str().to_string())
     }
 
     pub fn max_length(&self) -> usize {
-        self.max_length.unwrap_or(match self.task {
-            Task::Nli => crate::features::NLI_MAX_LENGTH,
-            Task::Qa => crate::features::QA_MAX_LENGTH,
-            Task::Copa => crate::features::COPA_MAX_LENGTH,
-        })
+        self.max_length.unwrap_or(self.task.default_max_length())
     }
 
     pub fn to_toml(&self) -> String {

@@ -70,7 +70,7 @@ pub fn fisher_traces<'a>(
     }
     let result = (|| -> Result<()> {
         for (i, batch) in batches.into_iter().enumerate() {
-            let batch_seed = crate::train::data::derive_seed(seed, 0, i as u64);
+            let batch_seed = crate::seed::derive_seed(seed, 0, i as u64);
             let traces = batch_traces(model, batch, options, batch_seed)?;
             for (s, t) in sums.iter_mut().zip(traces) {
                 *s += t;

@@ -32,8 +32,8 @@ top_first = true, fisher_labels = \"argmax\", fisher_qa_reduction = \"mean\", ev
 with eval_each_epoch = false. Beyond the paper: unfreeze_at = [steps] (non-uniform intervals),
 unfreeze_count = N (several adapters per event).
 
-The run directory gets config.toml (resolved), plan.txt, metrics.csv, fisher.csv,
-fun_selection.csv, validation.csv, schedule.csv, last/ (resumable) and best/ (AdapterHub layout:
+The run directory gets config.toml (resolved), plan.txt, metrics.csv, fisher.csv, fisher_avg.csv,
+fun_selection.csv, validation.csv, schedule.csv, skipped.txt, last/ (resumable) and best/ (AdapterHub layout:
 loads in the `adapters` library and in `toolkit export`). Running the same command again
 resumes from last/.
 

@@ -10,25 +10,22 @@ use tch::Kind;
 use super::batch::{self, TrainBatch};
 use super::checkpoint::{self, TrainerState};
 use super::config::{LrSchedule, Task, TrainConfig};
-use super::data::{derive_seed, label_names, permutation, Examples};
+use super::data::Examples;
 use super::fisher::{fisher_traces, largest_frozen, FisherOptions};
 use super::log::CsvLog;
 use super::optimizer::{clip_grad_norm, AdamW, AdamWConfig};
 use super::plan::Plan;
 use super::schedule::{pick_random, Event};
 use crate::features::{pad_id, tokenizer};
+use crate::scoring;
+use crate::seed::{derive_seed, permutation, stream_seed, Purpose};
+use crate::task::Languages;
 use crate::model::adapter_config::AdapterConfig;
 use crate::model::composed::{AdapterSpec, ComposedModel, ModelFiles};
-use crate::model::head::HeadType;
 use crate::model::torch::{dropout, Logits, MadxModel};
 use crate::model::ModelConfig;
+use crate::run_dir::RunDir;
 
-/// Purposes of derived random streams.
-const STREAM_ORDER: u64 = 1;
-const STREAM_DROPOUT: u64 = 2;
-const STREAM_FISHER: u64 = 3;
-const STREAM_RANDOM_SCHEDULE: u64 = 4;
-const STREAM_INIT: u64 = 5;
 
 pub struct Trainer {
     config: TrainConfig,
@@ -45,21 +42,6 @@ pub struct Trainer {
     quiet: bool,
 }
 
-/// Files of a run directory.
-pub struct RunDir(pub PathBuf);
-
-impl RunDir {
-    pub fn last(&self) -> PathBuf {
-        self.0.join("last")
-    }
-    pub fn best(&self) -> PathBuf {
-        self.0.join("best")
-    }
-    pub fn file(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-}
-
 impl Trainer {
     /// Sets up a run in `config.out`, resuming from its last checkpoint when there is one.
     pub fn new(config: TrainConfig, quiet: bool) -> Result<Self> {
@@ -67,16 +49,18 @@ impl Trainer {
             tch::set_num_threads(n as i32);
         }
         let device = crate::device::torch_device(config.device)?;
-        let run = RunDir(config.out.clone());
-        std::fs::create_dir_all(&run.0).with_context(|| format!("creating {}", run.0.display()))?;
+        let run = RunDir::new(&config.out);
+        std::fs::create_dir_all(run.root()).with_context(|| format!("creating {}", run.root().display()))?;
         let resume = run.last().join("trainer_state.json").exists();
         check_config(&run, &config, resume)?;
 
         let (pad, train, validation) = {
             let tok = tokenizer::load(&config.model)?;
-            let train = Examples::read(&config.train_file, &config, &tok, config.train_subset, None)?;
+            let train = Examples::read(&config.train_file, &config, &tok, config.train_subset, Languages::All)?;
+            // Only NLI files name languages (XNLI dev holds 15).
+            let languages = if config.task == Task::Nli { Languages::Source(config.source_language()) } else { Languages::All };
             let validation = match &config.validation_file {
-                Some(p) => Some(Examples::read(p, &config, &tok, None, Some(config.source_language()))?),
+                Some(p) => Some(Examples::read(p, &config, &tok, None, languages)?),
                 None => None,
             };
             (pad_id(&tok)?, train, validation)
@@ -96,12 +80,8 @@ impl Trainer {
         };
         let mut composed = ComposedModel::load(&files)?;
         let model_config = composed.config.clone();
-        let head_type = match config.task {
-            Task::Nli => HeadType::Classification,
-            Task::Qa => HeadType::QuestionAnswering,
-            Task::Copa => HeadType::MultipleChoice,
-        };
-        tch::manual_seed(derive_seed(config.seed, STREAM_INIT, 0) as i64);
+        let head_type = config.task.head_type();
+        tch::manual_seed(stream_seed(config.seed, Purpose::Init, 0) as i64);
         let (model, head_json) = match &start {
             Some(dir) => {
                 let head = composed.head.as_ref().with_context(|| format!("{}: no head saved with the task adapter", dir.display()))?;
@@ -118,7 +98,7 @@ impl Trainer {
             None => {
                 let name = config.adapter_name();
                 let (head, head_json) =
-                    composed.new_task_head(config.head, head_type, &label_names(config.task), &name, config.mlp_head_layers())?;
+                    composed.new_task_head(config.head, head_type, &config.task.labels(), &name, config.mlp_head_layers())?;
                 let adapter_config = AdapterConfig {
                     reduction_factor: config.reduction_factor,
                     dropout: config.adapter_dropout,
@@ -158,13 +138,13 @@ impl Trainer {
         let micro_per_epoch = config.batches_per_epoch(train.len());
         let total_steps = config.total_steps(train.len());
         if resume {
-            println!("resuming {} from step {} of {}", run.0.display(), state.step, total_steps);
+            println!("resuming {} from step {} of {}", run.root().display(), state.step, total_steps);
         } else {
             let plan = Plan::new(&config, layers, Some(train.len()));
             for warning in &plan.warnings {
                 eprintln!("warning: {warning}");
             }
-            crate::fsx::write_atomic(&run.file("plan.txt"), plan.render().as_bytes())?;
+            crate::fsx::write_atomic(&run.plan_txt(), plan.render().as_bytes())?;
         }
         Ok(Self {
             config,
@@ -189,16 +169,16 @@ impl Trainer {
     /// Trains until `stop` updates are done (or the end), as if the process were killed
     /// there: what a resumed run has to cope with. Tests use it; `run` goes to the end.
     pub fn run_until(mut self, stop: Option<usize>) -> Result<RunSummary> {
-        let run = RunDir(self.config.out.clone());
+        let run = RunDir::new(&self.config.out);
         // Rows carry the step they describe: metrics and validation the updates done (kept up
         // to the checkpoint), Fisher measurements the step they precede (kept before it).
         let done = self.state.step;
         let (after, before) = if done > 0 { (Some(done), Some(done - 1)) } else { (None, None) };
-        let mut metrics = CsvLog::open(&run.file("metrics.csv"), &["step", "epoch", "loss", "lr", "trainable_adapters", "grad_norm"], after)?;
-        let mut validation = CsvLog::open(&run.file("validation.csv"), &["step", "metric", "value"], after)?;
-        let mut fisher = CsvLog::open(&run.file("fisher.csv"), &["step", "layer", "trainable", "trace"], before)?;
-        let mut fisher_avg = CsvLog::open(&run.file("fisher_avg.csv"), &["step", "trainable_adapters", "avg_trace_trainable"], before)?;
-        let mut fun = CsvLog::open(&run.file("fun_selection.csv"), &["step", "layer", "trace", "chosen"], before)?;
+        let mut metrics = CsvLog::open(&run.metrics_csv(), &["step", "epoch", "loss", "lr", "trainable_adapters", "grad_norm"], after)?;
+        let mut validation = CsvLog::open(&run.validation_csv(), &["step", "metric", "value"], after)?;
+        let mut fisher = CsvLog::open(&run.fisher_csv(), &["step", "layer", "trainable", "trace"], before)?;
+        let mut fisher_avg = CsvLog::open(&run.fisher_avg_csv(), &["step", "trainable_adapters", "avg_trace_trainable"], before)?;
+        let mut fun = CsvLog::open(&run.fun_selection_csv(), &["step", "layer", "trace", "chosen"], before)?;
         let layers = self.model.num_layers;
         let steps_per_epoch = self.config.steps_per_epoch(self.train.len());
         let save_every = if self.config.save_every > 0 { self.config.save_every } else { steps_per_epoch };
@@ -212,7 +192,7 @@ impl Trainer {
         while self.state.step < self.total_steps {
             let step = self.state.step;
             if stop == Some(step) {
-                return Ok(RunSummary { steps: step, best_score: self.state.best_score, best_step: self.state.best_step, dir: run.0 });
+                return Ok(RunSummary { steps: step, best_score: self.state.best_score, best_step: self.state.best_step, dir: run.root().to_path_buf() });
             }
             // SELECT: the schedule's event for this step.
             self.apply_event(step, &mut fun)?;
@@ -221,7 +201,7 @@ impl Trainer {
                 self.track_fisher(step, &mut fisher, &mut fisher_avg)?;
             }
 
-            dropout::reseed(derive_seed(self.config.seed, STREAM_DROPOUT, step as u64));
+            dropout::reseed(stream_seed(self.config.seed, Purpose::Dropout, step as u64));
             let params = self.trainable_params();
             for (_, p) in &params {
                 p.shallow_clone().zero_grad();
@@ -232,7 +212,7 @@ impl Trainer {
                 let micro = step * self.config.grad_accumulation + a;
                 epoch = micro / self.micro_per_epoch;
                 if epoch != order_epoch {
-                    order = permutation(self.train.len(), derive_seed(self.config.seed, STREAM_ORDER, epoch as u64));
+                    order = permutation(self.train.len(), stream_seed(self.config.seed, Purpose::Order, epoch as u64));
                     order_epoch = epoch;
                 }
                 let pos = (micro % self.micro_per_epoch) * self.config.batch_size;
@@ -273,7 +253,7 @@ impl Trainer {
             // Without validation the final weights are the ones to use.
             checkpoint::save(&run.best(), &self.model, &self.model_config, &self.head_json, None)?;
         }
-        Ok(RunSummary { steps: self.state.step, best_score: self.state.best_score, best_step: self.state.best_step, dir: run.0 })
+        Ok(RunSummary { steps: self.state.step, best_score: self.state.best_score, best_step: self.state.best_step, dir: run.root().to_path_buf() })
     }
 
     fn progress_bar(&self) -> ProgressBar {
@@ -299,12 +279,12 @@ impl Trainer {
             Event::Unfreeze(ls) => ls,
             Event::UnfreezeAll => frozen,
             Event::UnfreezeRandom(n) => {
-                let draw = derive_seed(self.config.seed, STREAM_RANDOM_SCHEDULE, step as u64);
+                let draw = stream_seed(self.config.seed, Purpose::RandomSchedule, step as u64);
                 pick_random(&frozen, n, |j| derive_seed(draw, 0, j as u64))
             }
             Event::UnfreezeLargestFisher(n) => {
                 let batches = self.fisher_batches(step);
-                let traces = fisher_traces(&self.model, &batches, self.fisher_options(), derive_seed(self.config.seed, STREAM_FISHER, step as u64))?;
+                let traces = fisher_traces(&self.model, &batches, self.fisher_options(), stream_seed(self.config.seed, Purpose::Fisher, step as u64))?;
                 let picks = largest_frozen(&traces, &self.state.trainable, n);
                 for &l in &frozen {
                     fun.row(&[step.to_string(), l.to_string(), format!("{:e}", traces[l]), u8::from(picks.contains(&l)).to_string()])?;
@@ -344,7 +324,7 @@ impl Trainer {
 
     /// `fisher_batches` training batches drawn for `step`, independent of the training order.
     fn fisher_batches(&self, step: usize) -> Vec<TrainBatch> {
-        let order = permutation(self.train.len(), derive_seed(self.config.seed, STREAM_FISHER, step as u64));
+        let order = permutation(self.train.len(), stream_seed(self.config.seed, Purpose::Fisher, step as u64));
         order
             .chunks(self.config.batch_size)
             .take(self.config.fisher_batches)
@@ -354,7 +334,7 @@ impl Trainer {
 
     fn track_fisher(&self, step: usize, fisher: &mut CsvLog, avg: &mut CsvLog) -> Result<()> {
         let batches = self.fisher_batches(step);
-        let seed = derive_seed(self.config.seed, STREAM_FISHER, step as u64);
+        let seed = stream_seed(self.config.seed, Purpose::Fisher, step as u64);
         let traces = fisher_traces(&self.model, &batches, self.fisher_options(), seed)?;
         let mut sum = 0.0;
         for (l, t) in traces.iter().enumerate() {
@@ -423,24 +403,11 @@ pub fn evaluate(model: &MadxModel, examples: &Examples, pad_id: i64, batch_size:
     }
     match &examples.qa {
         None => Ok(("accuracy", correct as f64 / examples.len() as f64)),
-        Some((records, windows)) => Ok(("f1", squad_f1(records, windows, &spans))),
+        Some((records, windows)) => {
+            let predictions = scoring::qa_predictions(records, windows, &spans);
+            Ok(("f1", scoring::score_predictions(&scoring::AnswerNormalization::SQUAD, records, &predictions).f1))
+        }
     }
-}
-
-/// SQuAD v1.1 F1 of the best answer per question over all its windows.
-fn squad_f1(records: &[crate::data::QaExample], windows: &[crate::features::QaFeature], spans: &[(Vec<f32>, Vec<f32>)]) -> f64 {
-    use crate::eval::qa_answers::{best_answer, WindowLogits};
-    let mut predictions = std::collections::HashMap::new();
-    for (e, record) in records.iter().enumerate() {
-        let mine: Vec<WindowLogits<'_>> = windows
-            .iter()
-            .zip(spans)
-            .filter(|(w, _)| w.example == e)
-            .map(|(w, (start, end))| WindowLogits { offsets: &w.context_offsets, start, end })
-            .collect();
-        predictions.insert(record.id.clone(), best_answer(&record.context, &mine));
-    }
-    crate::eval::metrics::score_predictions(&crate::eval::metrics::AnswerNormalization::SQUAD, records, &predictions).f1
 }
 
 /// The schedule actually followed: when each layer's adapter became trainable.
@@ -451,19 +418,19 @@ fn write_schedule(run: &RunDir, state: &TrainerState, layers: usize) -> Result<(
     for (layer, step) in rows {
         text.push_str(&format!("{layer},{},{step}\n", layers - 1 - layer));
     }
-    crate::fsx::write_atomic(&run.file("schedule.csv"), text.as_bytes())
+    crate::fsx::write_atomic(&run.schedule_csv(), text.as_bytes())
 }
 
 /// Writes the resolved config, or on resume checks that it has not changed.
 fn check_config(run: &RunDir, config: &TrainConfig, resume: bool) -> Result<()> {
-    let path = run.file("config.toml");
+    let path = run.config_toml();
     if resume && path.exists() {
         let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
         let stored: TrainConfig = toml::from_str(&text).with_context(|| format!("{}: corrupt config", path.display()))?;
         if &stored != config {
             bail!(
                 "{} holds a run with a different configuration; resume with the same settings or choose another --out",
-                run.0.display()
+                run.root().display()
             );
         }
         return Ok(());
@@ -484,7 +451,7 @@ fn report_skipped(run: &RunDir, config: &TrainConfig, train: &Examples, validati
     if !train.skipped.is_empty() || validation.is_some_and(|v| !v.skipped.is_empty()) {
         eprint!("skipped records:\n{text}");
     }
-    crate::fsx::write_atomic(&run.file("skipped.txt"), text.as_bytes())
+    crate::fsx::write_atomic(&run.skipped_txt(), text.as_bytes())
 }
 
 /// Returns the heap's free pages to the system. glibc keeps freed small allocations (the

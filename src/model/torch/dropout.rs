@@ -5,16 +5,16 @@ use std::cell::Cell;
 
 use tch::Tensor;
 
+use crate::seed::{counter_bits, counter_start, COUNTER_STEP as STEP};
+
 thread_local! {
     static STATE: Cell<u64> = const { Cell::new(0x853c_49e6_748f_ea9b) };
 }
 
 /// Restarts the mask stream of this thread.
 pub fn reseed(seed: u64) {
-    STATE.with(|s| s.set(seed ^ 0x9e37_79b9_7f4a_7c15));
+    STATE.with(|s| s.set(counter_start(seed)));
 }
-
-const STEP: u64 = 0xa076_1d64_78bd_642f;
 
 /// Inverted dropout: keeps each element with probability 1 - p and scales kept ones by
 /// 1 / (1 - p), as `torch.nn.functional.dropout` does.
@@ -42,8 +42,7 @@ pub fn dropout(x: &Tensor, p: f64, train: bool) -> Tensor {
         let mut state = start.wrapping_add(first_draw.wrapping_mul(STEP));
         for four in chunk.chunks_mut(4) {
             state = state.wrapping_add(STEP);
-            let t = (state as u128).wrapping_mul((state ^ 0xe703_7ed1_a0b4_28db) as u128);
-            let r = ((t >> 64) as u64) ^ (t as u64);
+            let r = counter_bits(state);
             for (k, m) in four.iter_mut().enumerate() {
                 let draw = ((r >> (16 * k)) & 0xffff) as u32;
                 *m = if draw >= threshold { keep_scale } else { 0.0 };
