@@ -14,9 +14,11 @@ use crate::model::{ComposedModel, HeadType, ModelFiles};
 
 #[derive(Debug, clap::Args)]
 #[command(after_help = "Input lines (one JSON object each), either token ids or text:
-  {\"input_ids\": [101, 7592, 102], \"token_type_ids\": [0, 0, 0]}
+  {\"input_ids\": [101, 7592, 102, 0], \"token_type_ids\": [0, 0, 0, 0], \"attention_mask\": [1, 1, 1, 0]}
   {\"text\": \"A man is eating.\", \"text_pair\": \"Someone eats.\"}
   {\"choices\": [{\"text\": \"...\", \"text_pair\": \"...\"}, ...]}   (multiple choice)
+An \"id\" is copied to the output line; any other key is an error. A padded row's attention_mask
+must be right padding (ones, then zeros): the pads are dropped, and QA logits cover the kept tokens.
 Output lines: {\"logits\": [...], \"label\": \"entailment\"} or {\"start_logits\": [...], \"end_logits\": [...]}
 
 Example:
@@ -76,10 +78,22 @@ pub fn run(args: &PredictArgs) -> Result<()> {
     }
 }
 
-/// One tokenised example: one sequence, or one per choice.
+/// One tokenised example: one sequence, or one per choice, and the id it came with.
 #[derive(Debug, Clone)]
 struct Example {
     seqs: Vec<Sequence>,
+    id: Option<Value>,
+}
+
+/// The keys an input line may have; any other is an error, not silently dropped.
+const LINE_KEYS: [&str; 7] = ["id", "choices", "input_ids", "token_type_ids", "attention_mask", "text", "text_pair"];
+const SEQUENCE_KEYS: [&str; 5] = ["input_ids", "token_type_ids", "attention_mask", "text", "text_pair"];
+
+fn check_keys(v: &Value, known: &[&str]) -> Result<()> {
+    if let Some(key) = v.as_object().into_iter().flat_map(|o| o.keys()).find(|k| !known.contains(&k.as_str())) {
+        bail!("unknown key `{key}` (known: {})", known.join(", "));
+    }
+    Ok(())
 }
 
 fn read_inputs(path: &Path, tokenizer: Option<&tokenizers::Tokenizer>) -> Result<Vec<Example>> {
@@ -92,15 +106,17 @@ fn read_inputs(path: &Path, tokenizer: Option<&tokenizers::Tokenizer>) -> Result
         }
         let at = || format!("{}:{}", path.display(), i + 1);
         let value: Value = serde_json::from_str(&line).with_context(|| format!("{}: not valid JSON", at()))?;
+        check_keys(&value, &LINE_KEYS).with_context(at)?;
         let seqs = match value.get("choices") {
             Some(Value::Array(choices)) => choices
                 .iter()
-                .map(|c| sequence(c, tokenizer))
+                .map(|c| check_keys(c, &SEQUENCE_KEYS).and_then(|_| sequence(c, tokenizer)))
                 .collect::<Result<Vec<_>>>(),
-            _ => sequence(&value, tokenizer).map(|s| vec![s]),
+            Some(_) => Err(anyhow::anyhow!("`choices` must be a list")),
+            None => sequence(&value, tokenizer).map(|s| vec![s]),
         }
         .with_context(at)?;
-        out.push(Example { seqs });
+        out.push(Example { seqs, id: value.get("id").cloned() });
     }
     Ok(out)
 }
@@ -112,12 +128,28 @@ fn sequence(v: &Value, tokenizer: Option<&tokenizers::Tokenizer>) -> Result<Sequ
             Some(x) => Ok(Some(serde_json::from_value(x.clone()).with_context(|| format!("`{key}` must be a list of integers"))?)),
         }
     };
-    if let Some(ids) = ints("input_ids")? {
-        let types = ints("token_type_ids")?.unwrap_or_else(|| vec![0; ids.len()]);
+    if let Some(mut ids) = ints("input_ids")? {
+        let mut types = ints("token_type_ids")?.unwrap_or_else(|| vec![0; ids.len()]);
         if types.len() != ids.len() {
             bail!("`token_type_ids` has {} entries, `input_ids` {}", types.len(), ids.len());
         }
+        // A row padded the way tokenizers pad it: keep the tokens the mask keeps. predict pads
+        // each batch itself, so only right padding (ones, then zeros) can be honoured exactly.
+        if let Some(mask) = ints("attention_mask")? {
+            if mask.len() != ids.len() {
+                bail!("`attention_mask` has {} entries, `input_ids` {}", mask.len(), ids.len());
+            }
+            let kept = mask.iter().take_while(|&&m| m == 1).count();
+            if mask[kept..].iter().any(|&m| m != 0) {
+                bail!("`attention_mask` must be ones followed by zeros (right padding), found {mask:?}");
+            }
+            ids.truncate(kept);
+            types.truncate(kept);
+        }
         return Ok(Sequence { input_ids: ids, token_type_ids: types });
+    }
+    if v.get("attention_mask").is_some() {
+        bail!("`attention_mask` goes with `input_ids`; text inputs are tokenised here");
     }
     let Some(text) = v.get("text").and_then(Value::as_str) else {
         bail!("expected `input_ids`, `text` or `choices`");
@@ -153,6 +185,16 @@ fn pad_batch(batch: &[Example], pad: i64, multiple_choice: bool, device: tch::De
 }
 
 fn output_lines(logits: &Logits, labels: &[String], batch: &[Example]) -> Result<Vec<Value>> {
+    let mut lines = logit_lines(logits, labels, batch)?;
+    for (line, example) in lines.iter_mut().zip(batch) {
+        if let Some(id) = &example.id {
+            line["id"] = id.clone();
+        }
+    }
+    Ok(lines)
+}
+
+fn logit_lines(logits: &Logits, labels: &[String], batch: &[Example]) -> Result<Vec<Value>> {
     let rows = |t: &Tensor| -> Result<Vec<Vec<f32>>> {
         Ok(Vec::<Vec<f32>>::try_from(t.to_kind(Kind::Float).to_device(tch::Device::Cpu))?)
     };
