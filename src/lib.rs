@@ -21,6 +21,8 @@ pub mod report;
 pub mod run_dir;
 pub mod scoring;
 pub mod seed;
+#[cfg(feature = "train")]
+pub mod sweep;
 pub mod task;
 #[cfg(feature = "eval")]
 pub mod runtime;

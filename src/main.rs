@@ -35,9 +35,15 @@ enum Command {
     /// Train a task adapter with scheduled unfreezing (standard, LPFT, GU, FUN, ...).
     #[cfg(feature = "train")]
     Train(toolkit::train::TrainArgs),
+    /// Train a MAD-X language adapter by masked language modelling on a language's text.
+    #[cfg(feature = "train")]
+    TrainLang(toolkit::train::lang::LangArgs),
     /// Run a composed model (libtorch) on a JSONL file of inputs and write logits.
     #[cfg(feature = "train")]
     Predict(toolkit::predict::PredictArgs),
+    /// Run a grid of training runs (methods x seeds x ...) here or as Slurm job arrays: train, export, score, tables.
+    #[cfg(feature = "train")]
+    Sweep(toolkit::sweep::SweepArgs),
 }
 
 /// libtorch's MKL picks its GEMM kernels by CPU vendor and runs its AVX2 "zen" path on AMD
@@ -70,6 +76,10 @@ fn run(cli: Cli) -> Result<()> {
         #[cfg(feature = "train")]
         Command::Train(args) => toolkit::train::run(&args),
         #[cfg(feature = "train")]
+        Command::TrainLang(args) => toolkit::train::lang::run(args),
+        #[cfg(feature = "train")]
         Command::Predict(args) => toolkit::predict::run(&args),
+        #[cfg(feature = "train")]
+        Command::Sweep(args) => toolkit::sweep::run(&args),
     }
 }

@@ -20,6 +20,10 @@ pub enum Purpose {
     Init = 5,
     /// `--train-subset`.
     Subset = 6,
+    /// The tokens masked for masked language modelling (a block's masks in an epoch).
+    Masking = 7,
+    /// Which lines of a text corpus are held out for perplexity.
+    HeldOut = 8,
 }
 
 /// A 64-bit seed for one purpose at one step (or epoch, or index), derived from `seed`.

@@ -9,11 +9,6 @@ use std::path::{Path, PathBuf};
 use toolkit::model::Weights;
 use toolkit::train::{Trainer, TrainConfig};
 
-const WORDS: [&str; 20] = [
-    "yes", "no", "man", "dog", "ran", "sat", "ate", "rain", "sun", "cold", "hot", "big", "old", "new", "red", "blue",
-    "tree", "house", "car", "food",
-];
-
 /// A model directory (the tiny fixture BERT plus a WordPiece vocabulary of its size), its
 /// language adapter, and COPA-style files where the right choice is the one saying "yes".
 struct Setup {
@@ -25,27 +20,12 @@ impl Setup {
     fn new() -> Self {
         let tmp = tempfile::tempdir().unwrap();
         let root = tmp.path().to_path_buf();
-        let fixture = common::repo().join("tests/fixtures/parity/bert_stack_cls_flex");
-        std::fs::create_dir_all(root.join("model")).unwrap();
-        for f in ["config.json", "model.safetensors"] {
-            std::fs::copy(fixture.join("model").join(f), root.join("model").join(f)).unwrap();
-        }
-        let mut vocab: Vec<String> = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "what", "was", "the", "cause", "effect", "?", "."]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
-        vocab.extend(WORDS.iter().map(|s| s.to_string()));
-        while vocab.len() < 120 {
-            vocab.push(format!("unused{}", vocab.len()));
-        }
-        std::fs::write(root.join("model/vocab.txt"), vocab.join("\n") + "\n").unwrap();
-        write_copa(&root.join("train.jsonl"), 96, 1);
-        write_copa(&root.join("val.jsonl"), 32, 2);
+        common::tiny::write_model_and_data(&root);
         Self { _tmp: tmp, root }
     }
 
     fn config(&self, out: &str, extra: &str) -> TrainConfig {
-        let fixture = common::repo().join("tests/fixtures/parity/bert_stack_cls_flex/lang");
+        let fixture = common::tiny::lang_adapter();
         let text = format!(
             "model = {:?}\nlang_adapter = {:?}\ntask = \"copa\"\ntrain_file = {:?}\nvalidation_file = {:?}\nout = {:?}\n\
              max_length = 16\nbatch_size = 16\nseed = 5\nthreads = 1\n{extra}",
@@ -61,34 +41,6 @@ impl Setup {
     }
 }
 
-/// libtorch's generator (used to initialise new adapters) is one per process, and the test
-/// harness runs tests in threads: one training run at a time keeps runs reproducible.
-fn exclusive() -> std::sync::MutexGuard<'static, ()> {
-    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    LOCK.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-fn write_copa(path: &Path, n: usize, seed: u64) {
-    let mut state = seed;
-    let mut next = |m: usize| {
-        state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-        ((state >> 33) as usize) % m
-    };
-    let mut lines = String::new();
-    for i in 0..n {
-        let mut words = |k: usize| (0..k).map(|_| WORDS[2 + next(WORDS.len() - 2)]).collect::<Vec<_>>().join(" ");
-        let premise = words(3);
-        let right = format!("yes {}", words(1));
-        let wrong = format!("no {}", words(1));
-        let label = next(2);
-        let (c1, c2) = if label == 0 { (right, wrong) } else { (wrong, right) };
-        let question = if next(2) == 0 { "cause" } else { "effect" };
-        lines.push_str(&format!(
-            "{{\"premise\": \"{premise}.\", \"choice1\": \"{c1}.\", \"choice2\": \"{c2}.\", \"question\": \"{question}\", \"label\": {label}, \"idx\": {i}}}\n"
-        ));
-    }
-    std::fs::write(path, lines).unwrap();
-}
 
 fn tensors(dir: &Path, file: &str) -> Weights {
     Weights::read_safetensors(&dir.join(file), |n| Some(n.to_string())).unwrap()
@@ -104,7 +56,7 @@ fn column(path: &Path, name: &str) -> Vec<String> {
 
 #[test]
 fn gradual_unfreezing_trains_only_unfrozen_adapters() {
-    let _guard = exclusive();
+    let _guard = common::exclusive();
     let s = Setup::new();
     let short = s.config("gu1", "schedule = \"gu\"\nunfreeze_every = 2\nmax_steps = 1\n");
     Trainer::new(short, true).unwrap().run().unwrap();
@@ -142,7 +94,7 @@ fn gradual_unfreezing_trains_only_unfrozen_adapters() {
 
 #[test]
 fn loss_falls_on_a_learnable_task() {
-    let _guard = exclusive();
+    let _guard = common::exclusive();
     let s = Setup::new();
     let config = s.config("learn", "schedule = \"standard\"\nepochs = 20\neval_every = 12\nlr = 0.03\n");
     let summary = Trainer::new(config, true).unwrap().run().unwrap();
@@ -157,7 +109,7 @@ fn loss_falls_on_a_learnable_task() {
 
 #[test]
 fn resumed_run_equals_uninterrupted_run() {
-    let _guard = exclusive();
+    let _guard = common::exclusive();
     let s = Setup::new();
     let extra = "schedule = \"fun\"\nunfreeze_every = 2\nfisher_every = 2\nfisher_batches = 2\nmax_steps = 6\nsave_every = 2\n";
     Trainer::new(s.config("full", extra), true).unwrap().run().unwrap();
@@ -180,7 +132,7 @@ fn resumed_run_equals_uninterrupted_run() {
 
 #[test]
 fn resuming_with_another_config_is_refused() {
-    let _guard = exclusive();
+    let _guard = common::exclusive();
     let s = Setup::new();
     Trainer::new(s.config("x", "max_steps = 2\nsave_every = 1\n"), true).unwrap().run_until(Some(1)).unwrap();
     let err = Trainer::new(s.config("x", "max_steps = 2\nsave_every = 1\nreduction_factor = 8.0\n"), true).err().unwrap();
@@ -196,7 +148,7 @@ fn unfrozen(run: &Path) -> Vec<(usize, usize)> {
 
 #[test]
 fn every_schedule_unfreezes_as_its_switches_say() {
-    let _guard = exclusive();
+    let _guard = common::exclusive();
     let s = Setup::new();
     // The fixture model has 2 layers: 1 = top, 0 = bottom. k = 2, 5 updates.
     // (run, config, schedule.csv rows, trainable adapters per update)
@@ -233,7 +185,7 @@ fn every_schedule_unfreezes_as_its_switches_say() {
 
 #[test]
 fn validation_runs_every_n_steps_and_at_epoch_ends_as_configured() {
-    let _guard = exclusive();
+    let _guard = common::exclusive();
     let s = Setup::new();
     // 96 rows at batch 16: 6 updates an epoch, 14 updates in all.
     let steps = |name: &str| column(&s.root.join(name).join("validation.csv"), "step");
@@ -247,7 +199,7 @@ fn validation_runs_every_n_steps_and_at_epoch_ends_as_configured() {
 
 #[test]
 fn a_schedule_that_cannot_finish_is_recorded() {
-    let _guard = exclusive();
+    let _guard = common::exclusive();
     let s = Setup::new();
     let config = s.config("short", "schedule = \"gu\"\nunfreeze_every = 3\nmax_steps = 3\n");
     Trainer::new(config, true).unwrap().run().unwrap();
@@ -258,7 +210,7 @@ fn a_schedule_that_cannot_finish_is_recorded() {
 
 #[test]
 fn training_starts_from_a_given_task_adapter_and_head() {
-    let _guard = exclusive();
+    let _guard = common::exclusive();
     let s = Setup::new();
     // A static Hugging Face head saved by the `adapters` library (BertForMultipleChoice), with
     // its task adapter; lr 0 keeps the starting weights, so the checkpoint shows what loaded.

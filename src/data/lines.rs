@@ -1,4 +1,5 @@
-//! Line-oriented files (JSON lines, TSV) read with each line's number kept for error messages.
+//! Line-oriented files (JSON lines, TSV, plain text) read with each line's number kept for
+//! error messages; a name ending in `.gz` is decompressed as it is read.
 use std::fs::File;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -9,13 +10,19 @@ use anyhow::{Context, Result};
 /// MultiNLI training file is 450 MB); a UTF-8 byte-order mark on the first line is dropped.
 pub(crate) fn read_lines(path: &Path) -> Result<impl Iterator<Item = Result<(usize, String)>> + '_> {
     let file = File::open(path).with_context(|| format!("reading {}", path.display()))?;
-    Ok(BufReader::new(file).lines().enumerate().filter_map(move |(i, line)| match line {
+    let reader: Box<dyn BufRead> = if path.extension().is_some_and(|e| e == "gz") {
+        // Multi-member, as `cat a.gz b.gz` and many corpus dumps are.
+        Box::new(BufReader::new(flate2::read::MultiGzDecoder::new(file)))
+    } else {
+        Box::new(BufReader::new(file))
+    };
+    Ok(reader.lines().enumerate().filter_map(move |(i, line)| match line {
         Ok(line) if line.trim().is_empty() => None,
         Ok(line) => {
             let line = if i == 0 { line.strip_prefix('\u{feff}').map(str::to_string).unwrap_or(line) } else { line };
             Some(Ok((i + 1, line)))
         }
-        Err(err) => Some(Err(err).with_context(|| format!("{}:{}: not UTF-8 text", path.display(), i + 1))),
+        Err(err) => Some(Err(err).with_context(|| format!("{}:{}: not UTF-8 text (or a damaged .gz)", path.display(), i + 1))),
     }))
 }
 

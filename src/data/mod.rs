@@ -8,6 +8,7 @@ mod lines;
 pub mod nli;
 mod skipped;
 pub mod squad;
+pub mod text;
 
 pub use copa::{CopaExample, CopaQuestion};
 pub use nli::NliExample;

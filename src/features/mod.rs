@@ -2,6 +2,7 @@
 mod batch;
 mod copa;
 mod encode;
+pub mod mlm;
 mod nli;
 mod qa;
 mod subset;

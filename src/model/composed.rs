@@ -149,7 +149,7 @@ fn hf_num_labels(weights: &Weights) -> Option<usize> {
 /// Reads the checkpoint `safetensors` of `dir`, or else the PyTorch pickle `bin` that older
 /// releases ship in its place, renaming each tensor with `rename` either way. Returns the
 /// file it read, for error messages.
-fn read_checkpoint(
+pub(super) fn read_checkpoint(
     dir: &Path,
     safetensors: &str,
     bin: &str,
@@ -167,7 +167,8 @@ fn read_checkpoint(
 }
 
 /// Reads the weights of a Hugging Face directory, dropping the `bert.`/`roberta.` prefix and
-/// pre-training heads. Returns the file it read too.
+/// pre-training heads (`mlm_head::read_pretrained` reads the MLM head where it is trained
+/// on). Returns the file it read too.
 fn read_encoder_weights(dir: &Path, config: &ModelConfig) -> Result<(PathBuf, Weights)> {
     let prefix = config.arch.prefix();
     read_checkpoint(dir, "model.safetensors", "pytorch_model.bin", |name| {

@@ -4,6 +4,7 @@ pub mod composed;
 pub mod config;
 pub mod head;
 pub mod hub;
+pub mod mlm_head;
 #[cfg(feature = "train")]
 pub mod torch;
 pub mod torch_pickle;

@@ -12,6 +12,7 @@ use serde_json::Value;
 use super::optimizer::{to_stored, AdamW};
 use crate::fsx::{self, Staging};
 use crate::model::adapter_config::SavedAdapterConfig;
+use crate::model::composed::AdapterSpec;
 use crate::model::torch::MadxModel;
 use crate::model::weights::{write_safetensors, Tensor as Stored, Weights};
 use crate::model::ModelConfig;
@@ -44,30 +45,44 @@ pub fn save(
     let task = model.task.as_ref().context("no task adapter to save")?;
     let staging = Staging::new(dir, None)?;
     let staging_dir = staging.dir();
-    let prefix = config.arch.prefix();
-    let saved = SavedAdapterConfig {
-        config: task.config.clone(),
-        name: task.name.clone(),
-        hidden_size: Some(config.hidden_size),
-        model_type: Some(config.arch.model_type().to_string()),
-    };
-    write_json(&staging_dir.join("adapter_config.json"), &saved.to_json())?;
-    let adapter: Vec<(String, Stored)> = (0..model.num_layers)
-        .flat_map(|l| model.task_adapter_vars(l))
-        .chain(model.task_invertible_vars())
-        .map(|(n, t)| (format!("{prefix}{n}"), to_stored(&t)))
-        .collect();
-    write_tensors(&staging_dir.join("adapter.safetensors"), &adapter)?;
+    write_adapter(staging_dir, model, task, config)?;
     write_json(&staging_dir.join("head_config.json"), head_json)?;
     let head: Vec<(String, Stored)> = model.head_vars().into_iter().map(|(n, t)| (n, to_stored(&t))).collect();
     write_tensors(&staging_dir.join("model_head.safetensors"), &head)?;
     if let Some((optimizer, trainer)) = state {
-        let (moments, steps) = optimizer.state_tensors();
-        write_tensors(&staging_dir.join("optimizer.safetensors"), &moments)?;
+        let steps = write_optimizer(staging_dir, optimizer)?;
         let trainer = TrainerState { optimizer_steps: steps, ..trainer.clone() };
         write_json(&staging_dir.join("trainer_state.json"), &serde_json::to_value(&trainer)?)?;
     }
     staging.commit()
+}
+
+/// Writes the adapter `spec` of `model` into `dir`: `adapter_config.json` and
+/// `adapter.safetensors` (with its invertible adapter), named as the `adapters` library does.
+pub fn write_adapter(dir: &Path, model: &MadxModel, spec: &AdapterSpec, config: &ModelConfig) -> Result<()> {
+    let prefix = config.arch.prefix();
+    let saved = SavedAdapterConfig {
+        config: spec.config.clone(),
+        name: spec.name.clone(),
+        hidden_size: Some(config.hidden_size),
+        model_type: Some(config.arch.model_type().to_string()),
+    };
+    write_json(&dir.join("adapter_config.json"), &saved.to_json())?;
+    let adapter: Vec<(String, Stored)> = model.adapter_vars(spec).into_iter().map(|(n, t)| (format!("{prefix}{n}"), to_stored(&t))).collect();
+    write_tensors(&dir.join("adapter.safetensors"), &adapter)
+}
+
+/// Writes the optimizer's moments into `dir` (`optimizer.safetensors`); returns the
+/// per-parameter step counts for the trainer's state file.
+pub fn write_optimizer(dir: &Path, optimizer: &AdamW) -> Result<BTreeMap<String, i64>> {
+    let (moments, steps) = optimizer.state_tensors();
+    write_tensors(&dir.join("optimizer.safetensors"), &moments)?;
+    Ok(steps)
+}
+
+/// The optimizer moments `write_optimizer` wrote into `dir`.
+pub fn read_optimizer(dir: &Path) -> Result<Weights> {
+    Weights::read_safetensors(&dir.join("optimizer.safetensors"), |n| Some(n.to_string()))
 }
 
 /// The trainer state and optimizer moments of a resumable checkpoint.
@@ -75,16 +90,15 @@ pub fn load_state(dir: &Path) -> Result<(TrainerState, Weights)> {
     let path = dir.join("trainer_state.json");
     let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
     let state: TrainerState = serde_json::from_str(&text).with_context(|| format!("{}: corrupt trainer state", path.display()))?;
-    let moments = Weights::read_safetensors(&dir.join("optimizer.safetensors"), |n| Some(n.to_string()))?;
-    Ok((state, moments))
+    Ok((state, read_optimizer(dir)?))
 }
 
-fn write_json(path: &Path, value: &Value) -> Result<()> {
+pub fn write_json(path: &Path, value: &Value) -> Result<()> {
     let text = serde_json::to_string_pretty(value)?;
     fsx::write_atomic(path, text.as_bytes())
 }
 
-fn write_tensors(path: &Path, tensors: &[(String, Stored)]) -> Result<()> {
+pub fn write_tensors(path: &Path, tensors: &[(String, Stored)]) -> Result<()> {
     let refs: Vec<(String, &Stored)> = tensors.iter().map(|(n, t)| (n.clone(), t)).collect();
     write_safetensors(path, &refs, None)
 }

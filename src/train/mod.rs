@@ -5,6 +5,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod data;
 pub mod fisher;
+pub mod lang;
 mod log;
 pub mod optimizer;
 pub mod plan;

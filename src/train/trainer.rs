@@ -257,16 +257,7 @@ impl Trainer {
     }
 
     fn progress_bar(&self) -> ProgressBar {
-        if self.quiet {
-            return ProgressBar::hidden();
-        }
-        let bar = ProgressBar::new(self.total_steps as u64);
-        bar.set_style(
-            ProgressStyle::with_template("train {bar:30} {pos}/{len} steps  {msg}  [{elapsed_precise} < {eta_precise}]")
-                .expect("valid template"),
-        );
-        bar.set_position(self.state.step as u64);
-        bar
+        progress_bar("train", self.total_steps, self.state.step, self.quiet)
     }
 
     fn apply_event(&mut self, step: usize, fun: &mut CsvLog) -> Result<()> {
@@ -350,16 +341,7 @@ impl Trainer {
     }
 
     fn lr_at(&self, step: usize) -> f64 {
-        let (warm, total) = (self.config.warmup_steps, self.total_steps);
-        let factor = if step < warm {
-            step as f64 / warm.max(1) as f64
-        } else {
-            match self.config.lr_schedule {
-                LrSchedule::Constant => 1.0,
-                LrSchedule::Linear => ((total - step) as f64 / (total - warm).max(1) as f64).max(0.0),
-            }
-        };
-        self.config.lr * factor
+        scheduled_lr(self.config.lr, self.config.lr_schedule, self.config.warmup_steps, self.total_steps, step)
     }
 
     fn validate(&mut self, log: &mut CsvLog, run: &RunDir) -> Result<()> {
@@ -410,6 +392,32 @@ pub fn evaluate(model: &MadxModel, examples: &Examples, pad_id: i64, batch_size:
     }
 }
 
+/// The learning rate after `step` of `total` updates: linear warm-up, then constant or linear
+/// decay to 0.
+pub fn scheduled_lr(lr: f64, schedule: LrSchedule, warmup: usize, total: usize, step: usize) -> f64 {
+    let factor = if step < warmup {
+        step as f64 / warmup.max(1) as f64
+    } else {
+        match schedule {
+            LrSchedule::Constant => 1.0,
+            LrSchedule::Linear => ((total - step) as f64 / (total - warmup).max(1) as f64).max(0.0),
+        }
+    };
+    lr * factor
+}
+
+/// A step counter with loss and ETA (hidden with `quiet`), starting at `position`.
+pub fn progress_bar(label: &str, total: usize, position: usize, quiet: bool) -> ProgressBar {
+    if quiet {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(total as u64);
+    let template = format!("{label} {{bar:30}} {{pos}}/{{len}} steps  {{msg}}  [{{elapsed_precise}} < {{eta_precise}}]");
+    bar.set_style(ProgressStyle::with_template(&template).expect("valid template"));
+    bar.set_position(position as u64);
+    bar
+}
+
 /// The schedule actually followed: when each layer's adapter became trainable.
 fn write_schedule(run: &RunDir, state: &TrainerState, layers: usize) -> Result<()> {
     let mut text = String::from("layer,from_top,unfreeze_step\n");
@@ -456,7 +464,7 @@ fn report_skipped(run: &RunDir, config: &TrainConfig, train: &Examples, validati
 
 /// Returns the heap's free pages to the system. glibc keeps freed small allocations (the
 /// tokenizer's vocabulary) in its arenas, where they would still count as resident memory.
-fn release_free_heap() {
+pub(super) fn release_free_heap() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
         extern "C" {

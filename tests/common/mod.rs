@@ -1,6 +1,8 @@
 //! Helpers shared by the integration tests: the reference fixtures' `case.json`.
 #![allow(dead_code)] // each test binary uses a different subset
 
+pub mod tiny;
+
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
@@ -111,4 +113,11 @@ pub fn flatten(v: &Value) -> (Vec<f64>, Vec<usize>) {
 pub fn max_abs_diff(a: &[f64], b: &[f64]) -> f64 {
     assert_eq!(a.len(), b.len(), "lengths differ");
     a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f64::max)
+}
+
+/// libtorch's generator (used to initialise new adapters and heads) is one per process, and the
+/// test harness runs tests in threads: one training run at a time keeps runs reproducible.
+pub fn exclusive() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
 }

@@ -102,4 +102,14 @@ impl Invertible {
         let y2 = &x2 + self.g.1.forward(&activate(&self.g.0.forward(&y1), self.act));
         Tensor::cat(&[y1, y2], -1)
     }
+
+    /// The inverse of `forward` (`rev=True`), which MAD-X applies before the output embeddings.
+    pub fn inverse(&self, y: &Tensor) -> Tensor {
+        let hidden = y.size()[y.dim() - 1];
+        let y1 = y.narrow(-1, 0, self.split);
+        let y2 = y.narrow(-1, self.split, hidden - self.split);
+        let x2 = &y2 - self.g.1.forward(&activate(&self.g.0.forward(&y1), self.act));
+        let x1 = &y1 - self.f.1.forward(&activate(&self.f.0.forward(&x2), self.act));
+        Tensor::cat(&[x1, x2], -1)
+    }
 }

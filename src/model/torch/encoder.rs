@@ -33,6 +33,11 @@ impl Embeddings {
         }
     }
 
+    /// The word embedding matrix [vocab, hidden], which MLM decoders are tied to.
+    pub fn word_embeddings(&self) -> &Tensor {
+        &self.word.ws
+    }
+
     pub fn forward(&self, ids: &Tensor, token_types: Option<&Tensor>, train: bool) -> Tensor {
         let positions = if self.arch.offsets_positions() {
             // RoBERTa numbers real tokens from pad + 1 and gives pads the pad position.

@@ -5,6 +5,7 @@ mod adapter;
 pub mod dropout;
 mod encoder;
 mod head;
+mod mlm;
 
 use anyhow::{bail, Context, Result};
 use tch::nn::{self, Module};
@@ -16,6 +17,7 @@ use crate::model::weights::Weights;
 pub use adapter::Tap;
 pub use encoder::Encoder;
 pub use head::HeadModule;
+pub use mlm::MlmHead;
 
 /// Model inputs: [batch, seq] (or [batch, choices, seq] for multiple choice) int64 tensors.
 #[derive(Debug)]
@@ -210,11 +212,11 @@ impl MadxModel {
         self.vs.variables().into_iter().filter(|(n, _)| n.starts_with(&prefix)).collect()
     }
 
-    /// Variables of the task adapter's own invertible adapter, if it has one.
-    pub fn task_invertible_vars(&self) -> Vec<(String, Tensor)> {
-        let Some(task) = &self.task else { return Vec::new() };
-        let prefix = format!("{}.", task.invertible_prefix());
-        self.vs.variables().into_iter().filter(|(n, _)| n.starts_with(&prefix)).collect()
+    /// Variables of the adapter `spec` in every layer and of its invertible adapter.
+    pub fn adapter_vars(&self, spec: &AdapterSpec) -> Vec<(String, Tensor)> {
+        let prefixes: Vec<String> =
+            (0..self.num_layers).map(|l| spec.layer_prefix(l)).chain([spec.invertible_prefix()]).map(|p| p + ".").collect();
+        self.vs.variables().into_iter().filter(|(n, _)| prefixes.iter().any(|p| n.starts_with(p))).collect()
     }
 
     /// Variables of the head.
