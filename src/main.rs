@@ -57,7 +57,24 @@ pub extern "C" fn mkl_serv_intel_cpu_true() -> std::os::raw::c_int {
     1
 }
 
+/// Rust ignores SIGPIPE, so printing into a closed pipe (`toolkit sweep plan FILE | head`)
+/// would panic; the default action ends the process quietly, as other command-line tools do.
+#[cfg(unix)]
+fn restore_sigpipe() {
+    extern "C" {
+        fn signal(signum: std::os::raw::c_int, handler: usize) -> usize;
+    }
+    const SIGPIPE: std::os::raw::c_int = 13;
+    const SIG_DFL: usize = 0;
+    // SAFETY: sets the disposition of one signal to its default before any thread starts.
+    unsafe {
+        signal(SIGPIPE, SIG_DFL);
+    }
+}
+
 fn main() {
+    #[cfg(unix)]
+    restore_sigpipe();
     let cli = Cli::parse();
     if let Err(err) = run(cli) {
         eprintln!("error: {err:#}");

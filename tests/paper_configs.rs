@@ -147,3 +147,20 @@ fn per_method_tables_are_checked() {
         assert!(format!("{err:#}").contains(message), "{extra}: {err:#}");
     }
 }
+
+#[test]
+fn output_into_a_closed_pipe_ends_quietly() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_toolkit"))
+        .current_dir(&root)
+        .args(["train", "--config", "scripts/configs/copa-xlmr.toml", "--schedule", "gu", "--dry-run"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Close the reading end before the first line is printed, as `| head -0` would.
+    drop(child.stdout.take());
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!stderr.contains("panicked") && !stderr.contains("Broken pipe"), "{stderr}");
+}
