@@ -43,6 +43,8 @@
 set -euo pipefail
 # shellcheck source=scripts/paths.sh
 source "$(dirname "${BASH_SOURCE[0]}")/../paths.sh"
+# shellcheck source=scripts/bench/lib.sh
+source scripts/bench/lib.sh
 
 MODEL=models/multilingual-e5-small
 STEPS=
@@ -81,40 +83,13 @@ fi
 
 WORK=target/bench-train
 say() { printf '[bench-train] %s\n' "$*"; }
-# Cores kept busy by other processes, sampled over 2 s while this script runs nothing.
-busy_cores() {
-    local a b
-    a=$(head -1 /proc/stat); sleep 2; b=$(head -1 /proc/stat)
-    awk -v a="$a" -v b="$b" -v n="$(nproc)" 'BEGIN {
-        split(a, x, " "); split(b, y, " "); t = 0
-        for (i = 2; i <= 9; i++) t += y[i] - x[i]
-        idle = (y[5] - x[5]) + (y[6] - x[6])
-        printf "%.2f", (t > 0) ? (t - idle) / t * n : 0 }'
-}
 die() { printf 'bench-train: %s\n' "$*" >&2; exit 1; }
 
 [ -x /usr/bin/time ] || die "/usr/bin/time is missing (Debian package 'time')"
 require_ref_venv bench-train torch transformers adapters tokenizers
 
 # --- the toolkit binary, private copy ---------------------------------------------------
-mkdir -p "$WORK"
-if [ -n "$toolkit_given" ]; then
-    "$TOOLKIT" train --help >/dev/null 2>&1 || die "$TOOLKIT has no \`train\` command (built without the train feature?)"
-else
-    built=0
-    for _ in 1 2; do
-        say "building the release binary (cargo build --release)"
-        cargo build --release --quiet
-        cp target/release/toolkit "$WORK/toolkit.tmp"
-        # Another build (other features) may have replaced the binary in between.
-        if "$WORK/toolkit.tmp" train --help >/dev/null 2>&1; then
-            mv "$WORK/toolkit.tmp" "$WORK/toolkit"; built=1; break
-        fi
-        say "target/release/toolkit has no \`train\` (replaced by another build?); building again"
-    done
-    [ "$built" = 1 ] || die "could not get a toolkit binary with \`train\`"
-    TOOLKIT=$WORK/toolkit
-fi
+private_toolkit "$WORK" train
 
 # --- inputs ------------------------------------------------------------------------------
 if [ ! -f "$MODEL/model.safetensors" ]; then

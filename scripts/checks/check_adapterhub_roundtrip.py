@@ -10,8 +10,9 @@ usage:
       inputs of the task's shape, not a learnable task).
   check_adapterhub_roundtrip.py inputs TASK MODEL_DIR DATA_FILE MAX_LENGTH OUT
       8 inputs for `toolkit predict`, as token ids of MODEL_DIR's tokenizer.json.
-  check_adapterhub_roundtrip.py compare MODEL_DIR ADAPTER_DIR PREDICT_INPUT PREDICT_OUTPUT
-      prints the max |logit diff|; exits 1 above 1e-4.
+  check_adapterhub_roundtrip.py compare MODEL_DIR ADAPTER_DIR PREDICT_INPUT PREDICT_OUTPUT [LANG_ADAPTER_DIR]
+      prints the max |logit diff|; exits 1 above 1e-4. With LANG_ADAPTER_DIR (a MAD-X language
+      adapter, as `toolkit predict --lang-adapter` got) the library runs Stack(lang, task).
 """
 import collections
 import json
@@ -94,18 +95,25 @@ def inputs(task, model_dir, data_file, max_length, out):
             f.write(json.dumps(row) + "\n")
 
 
-def compare(model_dir, adapter_dir, input_path, output_path):
+def compare(model_dir, adapter_dir, input_path, output_path, lang_adapter_dir=None):
     import adapters
     import torch
     from adapters import AutoAdapterModel
+    from adapters.composition import Stack
 
     model = AutoAdapterModel.from_pretrained(model_dir)
-    name = model.load_adapter(adapter_dir, with_head=True, set_active=True, use_safetensors=True)
-    # The comparison means something only with the adapter and its head in the forward pass.
-    assert model.active_adapters.flatten() == {name} and model.active_head == name, (model.active_adapters, model.active_head)
+    task = model.load_adapter(adapter_dir, with_head=True, set_active=True, use_safetensors=True)
+    name, active = task, {task}
+    if lang_adapter_dir is not None:
+        lang = model.load_adapter(lang_adapter_dir, with_head=False, use_safetensors=True)
+        assert lang != task, f"the language and the task adapter are both named `{task}`"
+        model.active_adapters = Stack(lang, task)
+        name, active = f"Stack({lang}, {task})", {lang, task}
+    # The comparison means something only with the adapters and the head in the forward pass.
+    assert model.active_adapters.flatten() == active and model.active_head == task, (model.active_adapters, model.active_head)
     model.eval()
     pad = model.config.pad_token_id or 0
-    worst = 0.0
+    worst = lang_effect = 0.0
     rows = [json.loads(line) for line in open(input_path)]
     ours = [json.loads(line) for line in open(output_path)]
     assert len(rows) == len(ours) == ROWS, (len(rows), len(ours))
@@ -126,8 +134,17 @@ def compare(model_dir, adapter_dir, input_path, output_path):
                 if key in mine:
                     theirs = getattr(out, key)[0]
                     worst = max(worst, (theirs - torch.tensor(mine[key])).abs().max().item())
-    print(f"adapter `{name}` loaded by adapters {adapters.__version__}; max |logit diff| vs toolkit predict: {worst:.2e}")
-    return worst < TOLERANCE
+            if lang_adapter_dir is not None:
+                # The language adapter must matter: the task adapter alone gives other logits.
+                model.active_adapters = task
+                alone = model(**batch)
+                model.active_adapters = Stack(lang, task)
+                for key in ("logits", "start_logits", "end_logits"):
+                    if key in mine:
+                        lang_effect = max(lang_effect, (getattr(alone, key)[0] - torch.tensor(mine[key])).abs().max().item())
+    effect = f" (without the language adapter: {lang_effect:.2e})" if lang_adapter_dir is not None else ""
+    print(f"adapter `{name}` loaded by adapters {adapters.__version__}; max |logit diff| vs toolkit predict: {worst:.2e}{effect}")
+    return worst < TOLERANCE and (lang_adapter_dir is None or lang_effect > 10 * TOLERANCE)
 
 
 if __name__ == "__main__":

@@ -27,26 +27,9 @@ for seed in ${SEEDS:-1 2 3 4}; do
     done
 done
 
-# XQuAD split by article: every language file holds the same 48 articles in the same order.
+# XQuAD split by article: training on articles 0-23, scoring 24-47.
 split=$out/xquad-split
-mkdir -p "$split/xquad"
-python3 - "$TOOLKIT_DATA_DIR/xquad" "$split/xquad" <<'PY'
-import json, os, sys
-src, dst = sys.argv[1:]
-for name in sorted(os.listdir(src)):
-    if not (name.startswith("xquad.") and name.endswith(".json")):
-        continue
-    doc = json.load(open(os.path.join(src, name)))
-    half = len(doc["data"]) // 2
-    lang = name.split(".")[1]
-    parts = {"train": doc["data"][:half], "heldout": doc["data"][half:]}
-    if lang == "en":
-        json.dump({"version": doc.get("version", ""), "data": parts["train"]}, open(os.path.join(dst, "train.en.json"), "w"))
-    json.dump({"version": doc.get("version", ""), "data": parts["heldout"]}, open(os.path.join(dst, f"xquad.{lang}.json"), "w"))
-PY
-sed -e 's/^name = "xquad"/name = "xquad-heldout"/' \
-    -e 's/^description = .*/description = "XQuAD, the 24 articles not used for training (F1 \/ exact match)"/' \
-    eval-suites/xquad.toml > "$split/xquad-heldout.toml"
+python3 scripts/recipes/xquad_split.py "$TOOLKIT_DATA_DIR/xquad" "$split"
 for seed in ${QA_SEEDS:-${SEEDS:-1 2 3 4}}; do
     for method in ${QA_METHODS:-standard fun}; do
         run=$out/xquad-$method-s$seed
