@@ -260,19 +260,20 @@ fn onnx_runtime_fuses_the_exported_patterns() {
     assert_eq!(count("Div"), 0, "{ops:?}");
 }
 
-/// The Python interpreter of the reference venv (`$REF_VENV`, else `.venv-ref`), if it has `onnx`.
+/// The Python interpreter of the reference venv (`$REF_VENV`, else `.venv-ref`), if it has `onnx`
+/// and `onnxruntime` (the checker runs each model as well).
 fn reference_python() -> Option<PathBuf> {
     let venv = std::env::var_os("REF_VENV").map(PathBuf::from).unwrap_or_else(|| common::repo().join(".venv-ref"));
     let python = venv.join("bin/python");
     let has_onnx =
-        std::process::Command::new(&python).args(["-c", "import onnx"]).output().is_ok_and(|o| o.status.success());
+        std::process::Command::new(&python).args(["-c", "import onnx, onnxruntime"]).output().is_ok_and(|o| o.status.success());
     has_onnx.then_some(python)
 }
 
 #[test]
 fn exports_pass_the_onnx_full_checker() {
     let Some(python) = reference_python() else {
-        eprintln!("skipping: no reference venv with `onnx` (set REF_VENV; see scripts/checks/check-onnx.py)");
+        eprintln!("skipping: no reference venv with `onnx` and `onnxruntime` (set REF_VENV; see scripts/checks/check-onnx.py)");
         return;
     };
     let root = tempfile::tempdir().unwrap();
