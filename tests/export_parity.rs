@@ -261,12 +261,12 @@ fn onnx_runtime_fuses_the_exported_patterns() {
 }
 
 /// The Python interpreter of the reference venv (`$REF_VENV`, else `.venv-ref`), if it has `onnx`
-/// and `onnxruntime` (the checker runs each model as well).
+/// and `onnxruntime` (the checker runs each model and its fusions as well, which need `sympy`).
 fn reference_python() -> Option<PathBuf> {
     let venv = std::env::var_os("REF_VENV").map(PathBuf::from).unwrap_or_else(|| common::repo().join(".venv-ref"));
     let python = venv.join("bin/python");
     let has_onnx =
-        std::process::Command::new(&python).args(["-c", "import onnx, onnxruntime"]).output().is_ok_and(|o| o.status.success());
+        std::process::Command::new(&python).args(["-c", "import onnx, onnxruntime, sympy"]).output().is_ok_and(|o| o.status.success());
     has_onnx.then_some(python)
 }
 
