@@ -10,6 +10,7 @@ use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use tch::Tensor;
 
+use super::order::EpochOrder;
 use super::checkpoint::{read_optimizer, write_adapter, write_json, write_optimizer, write_tensors};
 use super::config::LrSchedule;
 use super::log::CsvLog;
@@ -25,7 +26,7 @@ use crate::model::torch::{dropout, MadxModel, MlmHead};
 use crate::model::weights::Weights;
 use crate::model::ModelConfig;
 use crate::run_dir::RunDir;
-use crate::seed::{derive_seed, permutation, stream_seed, Purpose, SeedStream};
+use crate::seed::{derive_seed, stream_seed, Purpose, SeedStream};
 
 /// Flags of `toolkit train-lang`; defaults are the paper's (Appendix B).
 #[derive(Debug, Clone, PartialEq, clap::Args, Serialize, Deserialize)]
@@ -301,8 +302,7 @@ impl LangTrainer {
         let session = Instant::now();
         let spent_before = self.state.seconds;
         let budget = self.args.max_hours * 3600.0;
-        let mut order_epoch = usize::MAX;
-        let mut order = Vec::new();
+        let mut order = EpochOrder::new(self.args.seed, self.train.len(), self.args.batch_size);
         while self.state.step < self.total_steps {
             let step = self.state.step;
             if stop == Some(step) {
@@ -320,13 +320,8 @@ impl LangTrainer {
             let mut epoch = 0;
             for a in 0..self.args.grad_accumulation {
                 let micro = step * self.args.grad_accumulation + a;
-                epoch = micro / self.micro_per_epoch;
-                if epoch != order_epoch {
-                    order = permutation(self.train.len(), stream_seed(self.args.seed, Purpose::Order, epoch as u64));
-                    order_epoch = epoch;
-                }
-                let pos = (micro % self.micro_per_epoch) * self.args.batch_size;
-                let indices = &order[pos..(pos + self.args.batch_size).min(order.len())];
+                let (micro_epoch, indices) = order.batch(micro);
+                epoch = micro_epoch;
                 // Masks are drawn anew each epoch, per block: the same on every resume.
                 let epoch_seed = stream_seed(self.args.seed, Purpose::Masking, epoch as u64);
                 let batch = masked_batch(&self.train, indices, &self.vocab, self.masking(), |i| derive_seed(epoch_seed, 0, i as u64));

@@ -8,6 +8,7 @@ pub mod fisher;
 pub mod lang;
 mod log;
 pub mod optimizer;
+mod order;
 pub mod plan;
 pub mod schedule;
 pub mod trainer;

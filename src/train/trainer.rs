@@ -14,6 +14,7 @@ use super::data::Examples;
 use super::fisher::{fisher_traces, largest_frozen, FisherOptions};
 use super::log::CsvLog;
 use super::optimizer::{clip_grad_norm, AdamW, AdamWConfig};
+use super::order::EpochOrder;
 use super::plan::Plan;
 use super::schedule::{pick_random, Event};
 use crate::features::{pad_id, tokenizer};
@@ -37,7 +38,6 @@ pub struct Trainer {
     pad_id: i64,
     optimizer: AdamW,
     state: TrainerState,
-    micro_per_epoch: usize,
     total_steps: usize,
     quiet: bool,
 }
@@ -135,7 +135,6 @@ impl Trainer {
                 optimizer_steps: Default::default(),
             }
         };
-        let micro_per_epoch = config.batches_per_epoch(train.len());
         let total_steps = config.total_steps(train.len());
         if resume {
             println!("resuming {} from step {} of {}", run.root().display(), state.step, total_steps);
@@ -156,7 +155,6 @@ impl Trainer {
             pad_id: pad,
             optimizer,
             state,
-            micro_per_epoch,
             total_steps,
             quiet,
         })
@@ -187,8 +185,7 @@ impl Trainer {
             |done: usize| (eval_every > 0 && done.is_multiple_of(eval_every)) || (eval_each_epoch && done.is_multiple_of(steps_per_epoch));
 
         let bar = self.progress_bar();
-        let mut order_epoch = usize::MAX;
-        let mut order = Vec::new();
+        let mut order = EpochOrder::new(self.config.seed, self.train.len(), self.config.batch_size);
         while self.state.step < self.total_steps {
             let step = self.state.step;
             if stop == Some(step) {
@@ -210,13 +207,8 @@ impl Trainer {
             let mut epoch = 0;
             for a in 0..self.config.grad_accumulation {
                 let micro = step * self.config.grad_accumulation + a;
-                epoch = micro / self.micro_per_epoch;
-                if epoch != order_epoch {
-                    order = permutation(self.train.len(), stream_seed(self.config.seed, Purpose::Order, epoch as u64));
-                    order_epoch = epoch;
-                }
-                let pos = (micro % self.micro_per_epoch) * self.config.batch_size;
-                let indices = &order[pos..(pos + self.config.batch_size).min(order.len())];
+                let (micro_epoch, indices) = order.batch(micro);
+                epoch = micro_epoch;
                 let batch = self.train.batch(indices, self.pad_id, self.model.device());
                 let logits = self.model.forward(&batch.inputs, true)?;
                 let loss = batch::loss(&logits, &batch.labels) / self.config.grad_accumulation as f64;
