@@ -154,3 +154,17 @@ fn estimators_agree_for_batch_size_one() {
         }
     }
 }
+
+#[test]
+fn qa_reduction_mean_is_a_quarter_of_sum_and_leaves_other_tasks_alone() {
+    // The released code's QA loss is the mean of the start and end losses: gradients halve.
+    for (name, factor) in [("bert_stack_qa_hf", 0.25), ("xlmr_stack_qa_flex", 0.25), ("bert_stack_cls_flex", 1.0)] {
+        let (_, _, model, batch) = setup(name);
+        let with = |qa| fisher_traces(&model, [&batch], FisherOptions { labels: FisherLabels::Gold, estimator: FisherEstimator::Batch, qa }, 0).unwrap();
+        let (sum, mean) = (with(QaReduction::Sum), with(QaReduction::Mean));
+        for (s, m) in sum.iter().zip(&mean) {
+            assert!(*s > 0.0, "{name}: {sum:?}");
+            assert!((m - factor * s).abs() <= 1e-6 * s.abs(), "{name}: {mean:?} vs {factor} x {sum:?}");
+        }
+    }
+}
