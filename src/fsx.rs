@@ -1,6 +1,8 @@
 //! File and directory writes that never leave a half-written result behind: a file is written
 //! beside its destination and renamed into place; a directory is built in a `Staging`
-//! directory and moved into place when complete.
+//! directory and moved into place when complete. What a killed process leaves beside a
+//! destination (hidden `.NAME.tmp-PID`, `.NAME.staging-PID`, `.NAME.old-PID`) is cleared by
+//! the next write of that destination, or by `clear_stale`.
 use std::ffi::OsString;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -9,17 +11,83 @@ use anyhow::{bail, Context, Result};
 
 /// Writes `bytes` to a temporary file beside `path`, syncs it and renames it into place.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = sibling(path, "tmp")?;
-    let result = (|| -> std::io::Result<()> {
-        let mut file = std::fs::File::create(&tmp)?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-        std::fs::rename(&tmp, path)
+    write_atomic_all(&[(path, bytes)])
+}
+
+/// Writes each file as `write_atomic` does, but renames none into place before all are
+/// written: a failure (a full disk) leaves every previous file as it was. The renames follow
+/// the order given, so the file that marks a complete result goes last.
+pub fn write_atomic_all(files: &[(&Path, &[u8])]) -> Result<()> {
+    let mut written: Vec<(PathBuf, &Path)> = Vec::new();
+    let mut result = (|| -> Result<()> {
+        for &(path, bytes) in files {
+            clear_stale(path)?;
+            let tmp = sibling(path, "tmp")?;
+            written.push((tmp.clone(), path));
+            let write = || -> std::io::Result<()> {
+                let mut file = std::fs::File::create(&tmp)?;
+                file.write_all(bytes)?;
+                file.sync_all()
+            };
+            write().with_context(|| format!("writing {}", path.display()))?;
+        }
+        Ok(())
     })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
+    if result.is_ok() {
+        result = written
+            .iter()
+            .try_for_each(|(tmp, path)| std::fs::rename(tmp, path).with_context(|| format!("writing {}", path.display())));
     }
-    result.with_context(|| format!("writing {}", path.display()))
+    if result.is_err() {
+        for (tmp, _) in &written {
+            let _ = std::fs::remove_file(tmp);
+        }
+    }
+    result
+}
+
+/// Removes what killed processes left beside `path` (see `sibling`): temporary files, staging
+/// directories and a directory moved aside to be replaced. That last one is put back when
+/// `path` is missing (the process died between the two renames of `replace_dir`), else
+/// removed. Only leftovers of processes that are gone are touched.
+pub fn clear_stale(path: &Path) -> Result<()> {
+    let (Some(name), Some(parent)) = (path.file_name().and_then(|n| n.to_str()), path.parent()) else {
+        return Ok(());
+    };
+    let parent = if parent.as_os_str().is_empty() { Path::new(".") } else { parent };
+    let entries = match std::fs::read_dir(parent) {
+        Ok(entries) => entries,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(err) => return Err(err).with_context(|| format!("reading {}", parent.display())),
+    };
+    let prefix = format!(".{name}.");
+    for entry in entries {
+        let entry = entry.with_context(|| format!("reading {}", parent.display()))?;
+        let file_name = entry.file_name();
+        let Some((purpose, pid)) = file_name.to_str().and_then(|n| n.strip_prefix(&prefix)).and_then(|r| r.rsplit_once('-')) else {
+            continue;
+        };
+        if !["tmp", "staging", "old"].contains(&purpose) || !pid.parse().is_ok_and(process_gone) {
+            continue;
+        }
+        let stale = entry.path();
+        if purpose == "old" && !path.exists() {
+            std::fs::rename(&stale, path).with_context(|| format!("restoring {} from {}", path.display(), stale.display()))?;
+        } else if entry.file_type().with_context(|| format!("reading {}", stale.display()))?.is_dir() {
+            std::fs::remove_dir_all(&stale).with_context(|| format!("removing stale {}", stale.display()))?;
+        } else {
+            std::fs::remove_file(&stale).with_context(|| format!("removing stale {}", stale.display()))?;
+        }
+    }
+    Ok(())
+}
+
+/// Whether the process `pid` that named a leftover has ended: this very process id (an
+/// earlier process that had it crashed), or, on Linux, one without a /proc entry. Without
+/// /proc there is no portable check, and other processes' leftovers are kept.
+fn process_gone(pid: u32) -> bool {
+    let proc = Path::new("/proc");
+    pid == std::process::id() || (proc.join("self").exists() && !proc.join(pid.to_string()).exists())
 }
 
 /// A directory built beside its destination `out`; `commit` moves it into place, replacing the
@@ -36,6 +104,7 @@ impl Staging {
     /// existing non-empty `out` must hold that file, so that a mistyped output path never
     /// replaces unrelated files.
     pub fn new(out: &Path, marker: Option<&str>) -> Result<Self> {
+        clear_stale(out)?;
         if let Some(marker) = marker {
             if out.exists() {
                 let is_empty_dir = out.is_dir() && std::fs::read_dir(out)?.next().is_none();
@@ -52,10 +121,6 @@ impl Staging {
             std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
         }
         let dir = sibling(out, "staging")?;
-        // Only a crashed earlier process with this process's id can have left it.
-        if dir.exists() {
-            std::fs::remove_dir_all(&dir).with_context(|| format!("removing stale {}", dir.display()))?;
-        }
         std::fs::create_dir(&dir).with_context(|| format!("creating {}", dir.display()))?;
         Ok(Self { dir, out: out.to_path_buf(), committed: false })
     }
@@ -176,6 +241,52 @@ mod tests {
         assert!(format!("{err:#}").contains("model"), "{err:#}");
         assert_eq!(names(root.path()), ["model"]);
         assert_eq!(std::fs::read(dir.join("config.json")).unwrap(), b"old");
+    }
+
+    /// What a process killed mid-write leaves: the leftovers of a process that is gone are
+    /// cleared by the next write (a directory moved aside to be replaced is put back), those of
+    /// a running process are not.
+    #[test]
+    fn leftovers_of_killed_processes_are_cleared_and_a_moved_aside_directory_restored() {
+        let root = tempfile::tempdir().unwrap();
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        child.wait().unwrap();
+        let (gone, running) = (child.id(), 1);
+        let run = root.path();
+        let leftover = |name: &str, pid: u32| run.join(format!(".{name}-{pid}"));
+        std::fs::create_dir(leftover("last.old", gone)).unwrap();
+        std::fs::write(leftover("last.old", gone).join("trainer_state.json"), "step 4").unwrap();
+        std::fs::create_dir(leftover("last.staging", gone)).unwrap();
+        std::fs::create_dir(leftover("best.staging", running)).unwrap();
+        std::fs::write(leftover("metrics.csv.tmp", gone), "step\n1").unwrap();
+        std::fs::write(leftover("metrics.csv.tmp", running), "step\n1").unwrap();
+
+        clear_stale(&run.join("last")).unwrap();
+        assert_eq!(std::fs::read_to_string(run.join("last/trainer_state.json")).unwrap(), "step 4");
+        let staging = Staging::new(&run.join("best"), None).unwrap();
+        staging.commit().unwrap();
+        write_atomic(&run.join("metrics.csv"), b"step\n").unwrap();
+        let running_leftovers = [format!(".best.staging-{running}"), format!(".metrics.csv.tmp-{running}")];
+        let mut expected: Vec<String> = ["best", "last", "metrics.csv"].iter().map(|s| s.to_string()).chain(running_leftovers).collect();
+        expected.sort();
+        assert_eq!(names(run), expected);
+
+        // With the directory in place, a moved-aside copy is only removed.
+        std::fs::create_dir(leftover("last.old", gone)).unwrap();
+        Staging::new(&run.join("last"), None).unwrap();
+        assert_eq!(std::fs::read_to_string(run.join("last/trainer_state.json")).unwrap(), "step 4");
+        assert!(!leftover("last.old", gone).exists());
+    }
+
+    #[test]
+    fn files_written_together_keep_all_previous_files_when_one_fails() {
+        let root = tempfile::tempdir().unwrap();
+        let (csv, json) = (root.path().join("r.csv"), root.path().join("r.json"));
+        write_atomic_all(&[(&json, b"{1}"), (&csv, b"1")]).unwrap();
+        let err = write_atomic_all(&[(&json, b"{2}"), (&root.path().join("missing/p.json"), b""), (&csv, b"2")]).unwrap_err();
+        assert!(format!("{err:#}").contains("p.json"), "{err:#}");
+        assert_eq!(names(root.path()), ["r.csv", "r.json"]);
+        assert_eq!((std::fs::read(&json).unwrap(), std::fs::read(&csv).unwrap()), (b"{1}".to_vec(), b"1".to_vec()));
     }
 
     #[test]

@@ -13,7 +13,7 @@ use super::language::{score_language, Batching, Throughput};
 use super::Suite;
 use crate::data::{OnMalformed, Skipped};
 use crate::device::Device;
-use crate::fsx::write_atomic;
+use crate::fsx::write_atomic_all;
 use crate::report::results::{summary_rows, to_csv, ResultRow};
 use crate::runtime::{self, SessionConfig};
 
@@ -264,26 +264,40 @@ fn check_data_files(suite: &Suite, data_dir: &Path, languages: &[String]) -> Res
     Ok(())
 }
 
-/// OUT, OUT.json and OUT.predictions/{lang}.json, each written atomically.
+/// OUT, OUT.json and OUT.predictions/{lang}.json, all written before any replaces a previous
+/// file (a full disk keeps the previous results whole), OUT last: a results CSV is only there
+/// with its summary and predictions beside it.
 fn write_outputs(
     out: &Path,
     rows: &[ResultRow],
     summary: &RunSummary,
     predictions: &BTreeMap<String, std::collections::HashMap<String, String>>,
 ) -> Result<()> {
-    if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
+    let predictions_dir = out.with_extension("predictions");
+    let mut files: Vec<(PathBuf, Vec<u8>)> = Vec::new();
+    for (lang, answers) in predictions {
+        let sorted: BTreeMap<&String, &String> = answers.iter().collect();
+        files.push((predictions_dir.join(format!("{lang}.json")), serde_json::to_vec_pretty(&sorted)?));
+    }
+    files.push((out.with_extension("json"), serde_json::to_vec_pretty(summary)?));
+    files.push((out.to_path_buf(), to_csv(rows)?));
+
+    let mut dirs: Vec<&Path> = out.parent().filter(|d| !d.as_os_str().is_empty()).into_iter().collect();
+    if !predictions.is_empty() {
+        dirs.push(&predictions_dir);
+    }
+    for dir in &dirs {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
-    if !predictions.is_empty() {
-        let dir = out.with_extension("predictions");
-        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-        for (lang, answers) in predictions {
-            let sorted: BTreeMap<&String, &String> = answers.iter().collect();
-            write_atomic(&dir.join(format!("{lang}.json")), &serde_json::to_vec_pretty(&sorted)?)?;
+    let refs: Vec<(&Path, &[u8])> = files.iter().map(|(p, b)| (p.as_path(), b.as_slice())).collect();
+    let written = write_atomic_all(&refs);
+    if written.is_err() {
+        // Folders made for this write go again; remove_dir leaves any that hold files.
+        for dir in dirs.iter().rev() {
+            let _ = std::fs::remove_dir(dir);
         }
     }
-    write_atomic(&out.with_extension("json"), &serde_json::to_vec_pretty(summary)?)?;
-    write_atomic(out, &to_csv(rows)?)
+    written
 }
 
 fn print_table(rows: &[ResultRow]) {

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 use anyhow::{ensure, Context, Result};
 
-use crate::fsx::write_atomic;
+use crate::fsx::write_atomic_all;
 use crate::run_dir::RunDir;
 pub use results::{summary_rows, ResultRow};
 use tables::{build_tables, language_table, summary_table, Format};
@@ -48,47 +48,73 @@ pub struct ReportArgs {
 
 pub fn run(args: &ReportArgs) -> Result<()> {
     ensure!(!args.results.is_empty() || !args.run_dirs.is_empty(), "give results CSVs and/or --run-dir folders");
+    // Every input is read (and a font found) before the output folder is made, so that a bad
+    // input leaves no partial report.
+    let mut rows = Vec::new();
+    for path in &args.results {
+        rows.extend(results::read_csv(path)?);
+    }
+    let runs = run_files(&args.run_dirs)?;
+    if !args.run_dirs.is_empty() {
+        plots::load_font()?;
+    }
     std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
-    if !args.results.is_empty() {
-        let mut rows = Vec::new();
-        for path in &args.results {
-            rows.extend(results::read_csv(path)?);
-        }
+    if !rows.is_empty() {
         let tables = build_tables(&rows);
-        for (format, file) in [(Format::Markdown, "tables.md"), (Format::Latex, "tables.tex")] {
-            let text: Vec<String> =
-                tables.iter().flat_map(|t| [summary_table(t, format), language_table(t, format)]).collect();
-            let path = args.out.join(file);
-            write_atomic(&path, text.join("\n").as_bytes())?;
+        let texts: Vec<(PathBuf, Vec<u8>)> = [(Format::Markdown, "tables.md"), (Format::Latex, "tables.tex")]
+            .into_iter()
+            .map(|(format, file)| {
+                let text: Vec<String> =
+                    tables.iter().flat_map(|t| [summary_table(t, format), language_table(t, format)]).collect();
+                (args.out.join(file), text.join("\n").into_bytes())
+            })
+            .collect();
+        write_atomic_all(&texts.iter().map(|(p, t)| (p.as_path(), t.as_slice())).collect::<Vec<_>>())?;
+        for (path, _) in &texts {
             println!("wrote {} ({} tables)", path.display(), 2 * tables.len());
         }
     }
-    if !args.run_dirs.is_empty() {
-        plot_runs(args)?;
-    }
-    Ok(())
+    plot_runs(&runs, args)
 }
 
-fn plot_runs(args: &ReportArgs) -> Result<()> {
-    plots::load_font()?;
-    let mut schedules = Vec::new();
-    for dir in &args.run_dirs {
+/// A run folder's name and the figures' inputs it has, each checked to read.
+struct RunFiles {
+    name: String,
+    fisher: Option<PathBuf>,
+    schedule: Option<PathBuf>,
+}
+
+fn run_files(dirs: &[PathBuf]) -> Result<Vec<RunFiles>> {
+    let mut runs = Vec::new();
+    for dir in dirs {
+        ensure!(dir.is_dir(), "--run-dir {}: no such folder", dir.display());
         let name = dir.file_name().map_or_else(|| dir.display().to_string(), |n| n.to_string_lossy().into_owned());
         let run = RunDir::new(dir);
-        let fisher = run.fisher_csv();
+        let (fisher, schedule) = (run.fisher_csv(), run.schedule_csv());
         if fisher.is_file() {
-            let stem = plots::fisher_figure(&fisher, &name, args.smooth, &args.out)?;
-            println!("wrote {}.{{svg,png}}", stem.display());
+            plots::read_rows::<plots::FisherRow>(&fisher)?;
         } else {
             eprintln!("note: {} has no fisher.csv", dir.display());
         }
-        let schedule = run.schedule_csv();
         if schedule.is_file() {
-            schedules.push((name, schedule));
+            plots::read_rows::<plots::ScheduleRow>(&schedule)?;
         } else {
             eprintln!("note: {} has no schedule.csv", dir.display());
         }
+        runs.push(RunFiles { name, fisher: fisher.is_file().then_some(fisher), schedule: schedule.is_file().then_some(schedule) });
     }
+    Ok(runs)
+}
+
+fn plot_runs(runs: &[RunFiles], args: &ReportArgs) -> Result<()> {
+    for run in runs {
+        if let Some(fisher) = &run.fisher {
+            let stem = plots::fisher_figure(fisher, &run.name, args.smooth, &args.out)?;
+            println!("wrote {}.{{svg,png}}", stem.display());
+        }
+    }
+    let schedules: Vec<(String, PathBuf)> =
+        runs.iter().filter_map(|r| r.schedule.clone().map(|s| (r.name.clone(), s))).collect();
     if !schedules.is_empty() {
         let stem = plots::schedule_figure(&schedules, &args.out)?;
         println!("wrote {}.{{svg,png}}", stem.display());

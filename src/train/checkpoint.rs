@@ -43,18 +43,22 @@ pub fn save(
     state: Option<(&AdamW, &TrainerState)>,
 ) -> Result<()> {
     let task = model.task.as_ref().context("no task adapter to save")?;
-    let staging = Staging::new(dir, None)?;
-    let staging_dir = staging.dir();
-    write_adapter(staging_dir, model, task, config)?;
-    write_json(&staging_dir.join("head_config.json"), head_json)?;
-    let head: Vec<(String, Stored)> = model.head_vars().into_iter().map(|(n, t)| (n, to_stored(&t))).collect();
-    write_tensors(&staging_dir.join("model_head.safetensors"), &head)?;
-    if let Some((optimizer, trainer)) = state {
-        let steps = write_optimizer(staging_dir, optimizer)?;
-        let trainer = TrainerState { optimizer_steps: steps, ..trainer.clone() };
-        write_json(&staging_dir.join("trainer_state.json"), &serde_json::to_value(&trainer)?)?;
-    }
-    staging.commit()
+    let write = || -> Result<()> {
+        let staging = Staging::new(dir, None)?;
+        let staging_dir = staging.dir();
+        write_adapter(staging_dir, model, task, config)?;
+        write_json(&staging_dir.join("head_config.json"), head_json)?;
+        let head: Vec<(String, Stored)> = model.head_vars().into_iter().map(|(n, t)| (n, to_stored(&t))).collect();
+        write_tensors(&staging_dir.join("model_head.safetensors"), &head)?;
+        if let Some((optimizer, trainer)) = state {
+            let steps = write_optimizer(staging_dir, optimizer)?;
+            let trainer = TrainerState { optimizer_steps: steps, ..trainer.clone() };
+            write_json(&staging_dir.join("trainer_state.json"), &serde_json::to_value(&trainer)?)?;
+        }
+        staging.commit()
+    };
+    // The files named in errors are in the hidden staging directory: say which checkpoint.
+    write().with_context(|| format!("saving the checkpoint {}", dir.display()))
 }
 
 /// Writes the adapter `spec` of `model` into `dir`: `adapter_config.json` and

@@ -22,11 +22,13 @@ impl CsvLog {
         let mut text = format!("{head}\n");
         if let (Some(step), true) = (keep_through, path.exists()) {
             let old = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-            let mut lines = old.lines();
-            if lines.next() != Some(head.as_str()) {
+            let mut lines = old.split_inclusive('\n');
+            if lines.next().map(|l| l.trim_end_matches('\n')) != Some(head.as_str()) {
                 bail!("{}: header differs from `{head}`; was it written by another version?", path.display());
             }
             for line in lines {
+                // A row without its newline was cut short by a kill (`12,0,0.5` may end as `1`).
+                let Some(line) = line.strip_suffix('\n') else { continue };
                 let first = line.split(',').next().unwrap_or_default();
                 let row_step: usize = first.parse().with_context(|| format!("{}: bad step `{first}`", path.display()))?;
                 if row_step <= step {
@@ -64,5 +66,10 @@ mod tests {
         log.row(&["4".into(), "0.25".into()]).unwrap();
         let text = std::fs::read_to_string(&path).unwrap();
         assert_eq!(text, "step,loss\n1,0.5\n2,0.5\n3,0.5\n4,0.25\n");
+
+        // Killed while appending the row of step 12: a cut-off `1` is not the row of step 1.
+        std::fs::write(&path, format!("{text}1")).unwrap();
+        CsvLog::open(&path, &["step", "loss"], Some(4)).unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), text);
     }
 }

@@ -50,9 +50,13 @@ impl Trainer {
         }
         let device = crate::device::torch_device(config.device)?;
         let run = RunDir::new(&config.out);
-        std::fs::create_dir_all(run.root()).with_context(|| format!("creating {}", run.root().display()))?;
+        // A run killed while replacing a checkpoint directory may have left it moved aside.
+        crate::fsx::clear_stale(&run.last())?;
+        crate::fsx::clear_stale(&run.best())?;
         let resume = run.last().join("trainer_state.json").exists();
-        check_config(&run, &config, resume)?;
+        if resume {
+            check_resumed_config(&run, &config)?;
+        }
 
         let (pad, train, validation) = {
             let tok = tokenizer::load(&config.model)?;
@@ -68,7 +72,6 @@ impl Trainer {
         // The tokenizer (a 250k-piece vocabulary for XLM-R models) is no longer needed: hand
         // its memory back before the model is loaded, so it does not count towards the peak.
         release_free_heap();
-        report_skipped(&run, &config, &train, validation.as_ref())?;
 
         // A resumed run continues its last checkpoint; a new one may start from a given task
         // adapter and head (`init_adapter`) or from new ones.
@@ -136,6 +139,12 @@ impl Trainer {
             }
         };
         let total_steps = config.total_steps(train.len());
+        // Nothing is written before the run is set up, so a bad input leaves no run folder.
+        std::fs::create_dir_all(run.root()).with_context(|| format!("creating {}", run.root().display()))?;
+        if !resume || !run.config_toml().exists() {
+            write_config(&run, &config)?;
+        }
+        report_skipped(&run, &config, &train, validation.as_ref())?;
         if resume {
             println!("resuming {} from step {} of {}", run.root().display(), state.step, total_steps);
         } else {
@@ -421,20 +430,26 @@ fn write_schedule(run: &RunDir, state: &TrainerState, layers: usize) -> Result<(
     crate::fsx::write_atomic(&run.schedule_csv(), text.as_bytes())
 }
 
-/// Writes the resolved config, or on resume checks that it has not changed.
-fn check_config(run: &RunDir, config: &TrainConfig, resume: bool) -> Result<()> {
+/// A resumed run must have the configuration it was started with (when that is stored).
+fn check_resumed_config(run: &RunDir, config: &TrainConfig) -> Result<()> {
     let path = run.config_toml();
-    if resume && path.exists() {
-        let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-        let stored: TrainConfig = toml::from_str(&text).with_context(|| format!("{}: corrupt config", path.display()))?;
-        if &stored != config {
-            bail!(
-                "{} holds a run with a different configuration; resume with the same settings or choose another --out",
-                run.root().display()
-            );
-        }
+    if !path.exists() {
         return Ok(());
     }
+    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let stored: TrainConfig = toml::from_str(&text).with_context(|| format!("{}: corrupt config", path.display()))?;
+    if &stored != config {
+        bail!(
+            "{} holds a run with a different configuration; resume with the same settings or choose another --out",
+            run.root().display()
+        );
+    }
+    Ok(())
+}
+
+/// The resolved config, with the toolkit version and git commit.
+fn write_config(run: &RunDir, config: &TrainConfig) -> Result<()> {
+    let path = run.config_toml();
     let header = format!(
         "# Resolved configuration of this run (toolkit {}, git {}).\n",
         env!("CARGO_PKG_VERSION"),

@@ -1,6 +1,7 @@
 //! Helpers shared by the integration tests: the reference fixtures' `case.json`.
 #![allow(dead_code)] // each test binary uses a different subset
 
+pub mod cli;
 pub mod tiny;
 
 use std::path::{Path, PathBuf};
