@@ -116,6 +116,11 @@ fn builder(env: &Environment, config: &SessionConfig) -> Result<SessionBuilder> 
     if let Some(n) = config.intra_threads {
         builder = builder.with_intra_threads(n).map_err(ort::Error::<()>::from)?;
     }
+    // ONNX Runtime turns DequantizeLinear + MatMul (an export's int8 language adapters) into
+    // MatMulNBits, whose default accuracy level 4 also rounds the activations to int8: level 1
+    // keeps them float, so the model computes what its graph says (float MatMuls on the
+    // dequantised weights).
+    builder = builder.with_config_entry("session.qdq_matmulnbits_accuracy_level", "1").map_err(ort::Error::<()>::from)?;
     if let Some(path) = &config.optimized_model {
         builder = builder.with_optimized_model_path(path).map_err(ort::Error::<()>::from)?;
     }
@@ -124,17 +129,59 @@ fn builder(env: &Environment, config: &SessionConfig) -> Result<SessionBuilder> 
 
 #[cfg(feature = "cuda")]
 fn with_cuda(builder: SessionBuilder) -> Result<SessionBuilder> {
+    static PRELOADED: OnceLock<std::result::Result<(), String>> = OnceLock::new();
+    PRELOADED
+        .get_or_init(|| library_path().and_then(|lib| preload_cuda_libraries(&lib)).map_err(|e| format!("{e:#}")))
+        .clone()
+        .map_err(|e| anyhow!("{e}"))?;
     let cuda = ort::ep::CUDA::default().build().error_on_failure();
     builder
         .with_execution_providers([cuda])
         .map_err(|e| anyhow!("the CUDA execution provider could not start: {}", ort::Error::<()>::from(e)))
 }
 
+/// The CUDA provider of the `onnxruntime-gpu` library needs cuBLAS, cuRAND, cuDNN, ... by soname,
+/// and the nvidia-* wheels that hold them are on no loader path of this binary (Python's
+/// `onnxruntime` preloads them the same way). `scripts/setup.sh --cuda` lists them, relative to
+/// the library's folder, in `cuda-libraries.txt`; loading each globally first lets the provider
+/// resolve them. Without the list, the system's loader path must have them.
+#[cfg(feature = "cuda")]
+fn preload_cuda_libraries(ort_library: &Path) -> Result<()> {
+    use std::ffi::{CStr, CString};
+    use std::os::unix::ffi::OsStrExt;
+
+    let list = ort_library.with_file_name(CUDA_LIBRARY_LIST);
+    let text = match std::fs::read_to_string(&list) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", list.display())),
+    };
+    let dir = list.parent().unwrap_or(Path::new("."));
+    for (number, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+        let path = dir.join(line.trim());
+        let name = CString::new(path.as_os_str().as_bytes())
+            .with_context(|| format!("{}:{}: a NUL byte in the path", list.display(), number + 1))?;
+        // SAFETY: `name` is a valid C string; the handle is never closed, on purpose: the
+        // provider needs the library for the life of the process.
+        let handle = unsafe { libc::dlopen(name.as_ptr(), libc::RTLD_NOW | libc::RTLD_GLOBAL) };
+        if handle.is_null() {
+            // SAFETY: dlopen failed, so dlerror returns a valid C string describing why.
+            let why = unsafe { CStr::from_ptr(libc::dlerror()) }.to_string_lossy().into_owned();
+            bail!("{}:{}: cannot load {}: {why}", list.display(), number + 1, path.display());
+        }
+    }
+    Ok(())
+}
+
+/// Written by `scripts/setup.sh --cuda` beside the ONNX Runtime library.
+#[cfg(feature = "cuda")]
+const CUDA_LIBRARY_LIST: &str = "cuda-libraries.txt";
+
 #[cfg(not(feature = "cuda"))]
 fn with_cuda(_builder: SessionBuilder) -> Result<SessionBuilder> {
     bail!(
-        "this build of toolkit has no CUDA support: build with `--features cuda` and point {LIBRARY_ENV} at the \
-         library of the `onnxruntime-gpu` wheel"
+        "this build of toolkit has no CUDA support: `scripts/setup.sh --cuda` installs the CUDA libraries and \
+         builds it with `--features cuda`"
     )
 }
 
