@@ -96,6 +96,7 @@ fn process_gone(pid: u32) -> bool {
 pub struct Staging {
     dir: PathBuf,
     out: PathBuf,
+    parents: NewDirs,
     committed: bool,
 }
 
@@ -117,12 +118,10 @@ impl Staging {
                 }
             }
         }
-        if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
-        }
+        let parents = NewDirs::create(out.parent().unwrap_or(Path::new("")))?;
         let dir = sibling(out, "staging")?;
         std::fs::create_dir(&dir).with_context(|| format!("creating {}", dir.display()))?;
-        Ok(Self { dir, out: out.to_path_buf(), committed: false })
+        Ok(Self { dir, out: out.to_path_buf(), parents, committed: false })
     }
 
     /// Where to write the new directory's files.
@@ -142,6 +141,35 @@ impl Drop for Staging {
     fn drop(&mut self) {
         if !self.committed {
             let _ = std::fs::remove_dir_all(&self.dir);
+            self.parents.remove();
+        }
+    }
+}
+
+/// The folders `create` made for an output, so that a failed write can remove them again.
+pub struct NewDirs {
+    dir: PathBuf,
+    /// The outermost folder that did not exist.
+    outermost: Option<PathBuf>,
+}
+
+impl NewDirs {
+    /// Creates `dir` and its missing parents.
+    pub fn create(dir: &Path) -> Result<Self> {
+        let outermost = dir.ancestors().take_while(|a| !a.as_os_str().is_empty() && !a.exists()).last().map(Path::to_path_buf);
+        if outermost.is_some() {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
+        Ok(Self { dir: dir.to_path_buf(), outermost })
+    }
+
+    /// Removes the folders made by `create` that are still empty.
+    pub fn remove(&self) {
+        let Some(outermost) = &self.outermost else { return };
+        for dir in self.dir.ancestors() {
+            if std::fs::remove_dir(dir).is_err() || dir == outermost {
+                break;
+            }
         }
     }
 }
@@ -191,6 +219,11 @@ mod tests {
             std::fs::write(staging.dir().join("x"), b"half").unwrap();
         }
         assert!(names(root.path()).is_empty(), "a failed write left files");
+        {
+            let _staging = Staging::new(&root.path().join("exports/run/exp"), Some("export.json")).unwrap();
+            assert_eq!(names(&root.path().join("exports/run")), [format!(".exp.staging-{}", std::process::id())]);
+        }
+        assert!(names(root.path()).is_empty(), "a failed write left the folders it made");
 
         let staging = Staging::new(&out, Some("export.json")).unwrap();
         std::fs::write(staging.dir().join("export.json"), b"{}").unwrap();

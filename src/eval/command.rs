@@ -13,7 +13,7 @@ use super::language::{score_language, Batching, Throughput};
 use super::Suite;
 use crate::data::{OnMalformed, Skipped};
 use crate::device::Device;
-use crate::fsx::write_atomic_all;
+use crate::fsx::{write_atomic_all, NewDirs};
 use crate::report::results::{summary_rows, to_csv, ResultRow};
 use crate::runtime::{self, SessionConfig};
 
@@ -282,20 +282,14 @@ fn write_outputs(
     files.push((out.with_extension("json"), serde_json::to_vec_pretty(summary)?));
     files.push((out.to_path_buf(), to_csv(rows)?));
 
-    let mut dirs: Vec<&Path> = out.parent().filter(|d| !d.as_os_str().is_empty()).into_iter().collect();
+    let mut dirs = vec![NewDirs::create(out.parent().unwrap_or(Path::new("")))?];
     if !predictions.is_empty() {
-        dirs.push(&predictions_dir);
-    }
-    for dir in &dirs {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        dirs.push(NewDirs::create(&predictions_dir)?);
     }
     let refs: Vec<(&Path, &[u8])> = files.iter().map(|(p, b)| (p.as_path(), b.as_slice())).collect();
     let written = write_atomic_all(&refs);
     if written.is_err() {
-        // Folders made for this write go again; remove_dir leaves any that hold files.
-        for dir in dirs.iter().rev() {
-            let _ = std::fs::remove_dir(dir);
-        }
+        dirs.iter().rev().for_each(NewDirs::remove);
     }
     written
 }
