@@ -1,31 +1,97 @@
-//! `toolkit eval` on tiny exported models (the parity fixtures, exported here) and the data
-//! fixtures: results CSV with summary rows, QA predictions, batching that does not change a
-//! prediction, and clear errors that leave nothing written.
+//! `toolkit eval` on tiny exported models (the parity fixtures, exported here): accuracy, F1
+//! and exact match equal to values worked out from the fixtures' reference outputs (the
+//! reference inputs written back as text, so the eval's tokenizer gives back the same ids),
+//! QA answers mapped back to the context's own characters, results CSV with summary rows,
+//! batching that does not change a prediction, and clear errors that leave nothing written.
 #![cfg(feature = "eval")]
+
+mod common;
+
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use common::Case;
+use ort::value::Tensor;
+use serde_json::json;
 use toolkit::data::OnMalformed;
 use toolkit::device::Device;
 use toolkit::eval::{run, EvalArgs};
 use toolkit::export::{export, Dtype, ExportPlan};
-use toolkit::report::results::read_csv;
+use toolkit::report::results::{read_csv, ResultRow};
+use toolkit::runtime::{self, SessionConfig};
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// Words of the fixtures; the tiny models have a vocabulary of 120.
-const VOCAB: &str = "[PAD] [UNK] [CLS] [SEP] [MASK] the a an of in is was what where when who which how \
-    university oxford england teaching 1096 rhein fluss alpen schweiz nordsee der die das ein in den \
+/// Words of the data fixtures, placed at the ids the tiny BERT models do not reserve.
+const WORDS: &str = "the a an of in is was what where when who which how \
+    university oxford england teaching 1096 rhein fluss alpen schweiz nordsee der die das ein den \
     man turned on faucet water flowed cat sofa animal there shop closed sunday owner tired \
     cause effect ? . , ! since been has research college city sleeping";
+
+/// A word that is not in the vocabulary (the reference inputs' `[UNK]`).
+const UNKNOWN_WORD: &str = "zebra";
+
+/// The tiny BERT models' vocabulary of 120: `[PAD]` 0, `[UNK]` 100, `[CLS]` 101, `[SEP]` 102,
+/// `[MASK]` 103 (as the reference inputs use them), `WORDS` from id 1, then `unusedN`.
+fn vocab() -> Vec<String> {
+    let mut words = WORDS.split_whitespace();
+    (0..120)
+        .map(|id| match id {
+            0 => "[PAD]".to_string(),
+            100 => "[UNK]".to_string(),
+            101 => "[CLS]".to_string(),
+            102 => "[SEP]".to_string(),
+            103 => "[MASK]".to_string(),
+            _ => words.next().map_or_else(|| format!("unused{id}"), str::to_string),
+        })
+        .collect()
+}
+
+/// The text whose tokens are `ids` (`[UNK]` as an unknown word).
+fn text_of(ids: &[i64]) -> String {
+    let vocab = vocab();
+    ids.iter().map(|&id| if id == 100 { UNKNOWN_WORD.to_string() } else { vocab[id as usize].clone() }).collect::<Vec<_>>().join(" ")
+}
+
+/// The ids of space-separated vocabulary words.
+fn ids_of(words: &str) -> Vec<i64> {
+    let vocab = vocab();
+    words.split_whitespace().map(|w| vocab.iter().position(|v| v == w).unwrap_or_else(|| panic!("{w} not in the vocabulary")) as i64).collect()
+}
+
+/// The rows of a reference case's input that hold a pair: (first segment, second segment)
+/// without `[CLS]` and `[SEP]`, with the row's index.
+fn reference_pairs(case: &Case) -> Vec<(usize, Vec<i64>, Vec<i64>)> {
+    let (ids, shape) = case.input("input_ids").unwrap();
+    let (types, _) = case.input("token_type_ids").unwrap();
+    let (mask, _) = case.input("attention_mask").unwrap();
+    let width = shape[1];
+    let mut pairs = Vec::new();
+    for row in 0..shape[0] {
+        let range = row * width..(row + 1) * width;
+        let real: Vec<(i64, i64)> = ids[range.clone()].iter().zip(&types[range.clone()]).zip(&mask[range]).filter(|(_, &m)| m == 1).map(|((&i, &t), _)| (i, t)).collect();
+        let segment = |t: i64| -> Vec<i64> { real.iter().filter(|(i, ty)| *ty == t && *i != 101 && *i != 102).map(|(i, _)| *i).collect() };
+        if real.iter().any(|(_, t)| *t == 1) {
+            pairs.push((row, segment(0), segment(1)));
+        }
+    }
+    pairs
+}
+
+/// The reference output `name` as rows.
+fn reference_rows(case: &Case, name: &str) -> Vec<Vec<f64>> {
+    let (_, data, shape) = case.outputs().into_iter().find(|(n, _, _)| n == name).unwrap();
+    data.chunks(shape[shape.len() - 1]).map(<[f64]>::to_vec).collect()
+}
 
 /// Exports the parity fixture `case` for `languages` into `root/export`.
 fn export_fixture(root: &Path, case: &str, languages: &[&str]) -> PathBuf {
     let case_dir = repo().join("tests/fixtures/parity").join(case);
     let tokenizer = root.join("tokenizer");
     std::fs::create_dir_all(&tokenizer).unwrap();
-    std::fs::write(tokenizer.join("vocab.txt"), VOCAB.split_whitespace().collect::<Vec<_>>().join("\n")).unwrap();
+    std::fs::write(tokenizer.join("vocab.txt"), vocab().join("\n")).unwrap();
     std::fs::write(tokenizer.join("tokenizer_config.json"), r#"{"do_lower_case": true}"#).unwrap();
     let out = root.join("export");
     export(&ExportPlan {
@@ -65,6 +131,14 @@ fn args(suite: String, models: PathBuf, data_dir: PathBuf, out: PathBuf) -> Eval
         threads: Some(1),
         on_malformed: OnMalformed::Error,
     }
+}
+
+fn value(rows: &[ResultRow], language: &str, metric: &str) -> f64 {
+    rows.iter().find(|r| r.language == language && r.metric == metric).unwrap_or_else(|| panic!("no {language} {metric} in {rows:?}")).value
+}
+
+fn assert_close(got: f64, expected: f64, what: &str) {
+    assert!((got - expected).abs() < 1e-9, "{what}: {got}, expected {expected}");
 }
 
 const QA_SUITE: &str = r#"
@@ -130,15 +204,126 @@ fn qa_suite_writes_results_and_predictions_independent_of_batching() {
     assert_eq!(summary["languages"]["de"]["provider"], "CPUExecutionProvider");
 }
 
+/// The best answer span of a reference row, by brute force over every (start, end) of the
+/// context tokens (`context` = positions of the second segment, `[SEP]` excluded): at most 11
+/// tokens, so the 20-best lists of the real extraction cannot leave a span out.
+fn best_reference_span(start: &[f64], end: &[f64], context: std::ops::Range<usize>) -> (usize, usize) {
+    let mut best = (f64::NEG_INFINITY, 0, 0);
+    for s in context.clone() {
+        for e in s..context.end {
+            if start[s] + end[e] > best.0 {
+                best = (start[s] + end[e], s, e);
+            }
+        }
+    }
+    (best.1, best.2)
+}
+
+/// The reference QA rows as SQuAD questions, with gold answers chosen so that exact match
+/// and F1 (the maximum over a question's gold answers) differ by language and from 0 and 100.
 #[test]
-fn classification_suite_maps_generic_labels_and_multiple_choice_runs() {
+fn qa_scores_and_answers_follow_the_reference_logits() {
+    let case = Case::load(&repo().join("tests/fixtures/parity/bert_stack_qa_hf"));
+    let pairs = reference_pairs(&case);
+    assert_eq!(pairs.len(), 2);
+    let (starts, ends) = (reference_rows(&case, "start_logits"), reference_rows(&case, "end_logits"));
+    // Contexts keep their own spacing and case: the answer is cut from the context text.
+    let mut contexts = Vec::new();
+    let mut answers = Vec::new();
+    for (row, question, context) in &pairs {
+        let words: Vec<String> = text_of(context).split(' ').map(str::to_string).collect();
+        let first = question.len() + 2; // [CLS] question [SEP]
+        let (s, e) = best_reference_span(&starts[*row], &ends[*row], first..first + context.len());
+        let styled: Vec<String> = words.iter().enumerate().map(|(i, w)| if i % 2 == 0 { w.to_uppercase() } else { w.clone() }).collect();
+        let text = styled.join("  ");
+        let answer = styled[s - first..=e - first].join("  ");
+        assert!(text.contains(&answer));
+        contexts.push(text);
+        answers.push(answer);
+    }
+    // Worked out by hand from the reference logits: row 0 answers with its last two context
+    // tokens, row 1 with its first alone (the scores below depend on it).
+    assert_eq!(answers[0].split_whitespace().count(), 2);
+    assert_eq!(answers[1].split_whitespace().count(), 1);
+    let context_words: Vec<Vec<String>> = contexts.iter().map(|c| c.split_whitespace().map(str::to_string).collect()).collect();
+    assert_eq!(answers[0], context_words[0][2..].join("  "));
+    assert_eq!(answers[1], context_words[1][0]);
+
     let root = tempfile::tempdir().unwrap();
-    let models = export_fixture(root.path(), "bert_stack_cls_hf", &["en", "de", "fr"]);
-    let suite = write_suite(
-        root.path(),
-        r#"
+    let models = export_fixture(root.path(), "bert_stack_qa_hf", &["en", "de"]);
+    let data = root.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let gold = |q: usize, text: String| json!({"text": text, "answer_start": contexts[q].find(&text).unwrap()});
+    // en: q0 exact (EM 1, F1 1); q1 gold = answer + the next word (EM 0, F1 2/3).
+    // de: q0 golds "unused107" (F1 0) and "den  UNUSED119" (MLQA's German normalisation drops
+    // the article "den": F1 2/3, where SQuAD's would give 1/2); q1 gold = the next word (0).
+    let (w0, w1) = (&context_words[0], &context_words[1]);
+    assert_eq!(w0[1], "den", "the vocabulary puts an article at reference id 28");
+    let golds: [(&str, [Vec<serde_json::Value>; 2]); 2] = [
+        ("en", [vec![gold(0, answers[0].clone())], vec![gold(1, format!("{}  {}", w1[0], w1[1]))]]),
+        ("de", [vec![gold(0, w0[0].clone()), gold(0, format!("{}  {}", w0[1], w0[2]))], vec![gold(1, w1[1].clone())]]),
+    ];
+    for (lang, golds) in &golds {
+        let qas: Vec<serde_json::Value> = (0..2)
+            .map(|q| json!({"paragraphs": [{"context": contexts[q], "qas": [{"id": format!("q{q}"), "question": text_of(&pairs[q].1), "answers": golds[q]}]}], "title": format!("t{q}")}))
+            .collect();
+        std::fs::write(data.join(format!("{lang}.json")), json!({"data": qas, "version": "1.1"}).to_string()).unwrap();
+    }
+    let suite = write_suite(root.path(), &QA_SUITE.replace("mlqa/MLQA_V1/test/test-context-{lang}-question-{lang}.json", "{lang}.json"));
+    let out = root.path().join("qa/results.csv");
+    run(&args(suite, models, data, out.clone())).unwrap();
+
+    for lang in ["en", "de"] {
+        let predictions: BTreeMap<String, String> =
+            serde_json::from_str(&std::fs::read_to_string(out.with_extension("predictions").join(format!("{lang}.json"))).unwrap()).unwrap();
+        assert_eq!(predictions, BTreeMap::from([("q0".to_string(), answers[0].clone()), ("q1".to_string(), answers[1].clone())]), "{lang}");
+    }
+    let rows = read_csv(&out).unwrap();
+    assert_close(value(&rows, "en", "exact_match"), 50.0, "en EM");
+    assert_close(value(&rows, "en", "f1"), 100.0 * (1.0 + 2.0 / 3.0) / 2.0, "en F1");
+    assert_close(value(&rows, "de", "exact_match"), 0.0, "de EM");
+    assert_close(value(&rows, "de", "f1"), 100.0 * (2.0 / 3.0) / 2.0, "de F1");
+    assert_close(value(&rows, "avg", "f1"), 100.0 / 3.0, "avg F1 (de only)");
+}
+
+/// Accuracy on the reference inputs written back as NLI pairs: the expected predictions are
+/// the reference logits' argmax, for two models that predict different classes.
+#[test]
+fn classification_accuracy_follows_the_reference_logits() {
+    // Gold labels per language, as (reference row, label) items.
+    let items: [(&str, &[(usize, &str)]); 3] = [
+        ("en", &[(0, "entailment"), (1, "entailment"), (0, "neutral")]),
+        ("de", &[(1, "entailment"), (0, "neutral"), (1, "neutral"), (0, "neutral"), (1, "contradiction")]),
+        ("fr", &[(0, "neutral"), (1, "entailment"), (0, "entailment"), (1, "contradiction")]),
+    ];
+    let labels = ["entailment", "neutral", "contradiction"];
+    let mut predicted_classes = Vec::new();
+    for case_name in ["bert_stack_cls_hf", "bert_stack_cls_custom"] {
+        let case = Case::load(&repo().join("tests/fixtures/parity").join(case_name));
+        let pairs = reference_pairs(&case);
+        let logits = reference_rows(&case, "logits");
+        let predicted: Vec<&str> = logits
+            .iter()
+            .map(|row| labels[row.iter().enumerate().fold(0, |best, (i, v)| if *v > row[best] { i } else { best })])
+            .collect();
+        predicted_classes.push(predicted.clone());
+
+        let root = tempfile::tempdir().unwrap();
+        let models = export_fixture(root.path(), case_name, &["en", "de", "fr"]);
+        let mut lines = String::new();
+        for (lang, items) in &items {
+            for (i, (row, label)) in items.iter().enumerate() {
+                let (_, premise, hypothesis) = pairs.iter().find(|p| p.0 == *row).unwrap();
+                let record = json!({"language": lang, "gold_label": label, "sentence1": text_of(premise), "sentence2": text_of(hypothesis), "pairID": format!("{lang}{i}")});
+                lines.push_str(&format!("{record}\n"));
+            }
+        }
+        std::fs::write(root.path().join("xnli.test.jsonl"), lines).unwrap();
+        let suite = write_suite(
+            root.path(),
+            r#"
 name = "tiny-xnli"
-description = "XNLI fixtures"
+description = "the reference inputs as XNLI pairs"
 task = "classification"
 source_language = "en"
 languages = ["en", "de", "fr"]
@@ -150,31 +335,104 @@ labels = ["entailment", "neutral", "contradiction"]
 max_length = 16
 [data]
 format = "nli"
-path = "xnli/XNLI-1.0/xnli.test.tsv"
+path = "xnli.test.jsonl"
 select_language = true
 "#,
-    );
-    let out = root.path().join("xnli.csv");
-    run(&args(suite, models, repo().join("tests/fixtures/data"), out.clone())).unwrap();
-    let rows = read_csv(&out).unwrap();
-    assert_eq!(rows.len(), 3 + 2);
-    assert!(rows.iter().all(|r| [0.0, 50.0, 100.0].contains(&r.value)), "2 pairs per language: {rows:?}");
-    assert!(!out.with_extension("predictions").exists());
+        );
+        let out = root.path().join("xnli.csv");
+        run(&args(suite, models, root.path().to_path_buf(), out.clone())).unwrap();
+        let rows = read_csv(&out).unwrap();
+        assert_eq!(rows.len(), 3 + 2);
+        let mut targets = Vec::new();
+        for (lang, items) in &items {
+            let right = items.iter().filter(|(row, label)| predicted[*row] == *label).count();
+            let expected = 100.0 * right as f64 / items.len() as f64;
+            assert_close(value(&rows, lang, "accuracy"), expected, &format!("{case_name} {lang}"));
+            if *lang != "en" {
+                targets.push(expected);
+            }
+        }
+        assert_close(value(&rows, "avg", "accuracy"), targets.iter().sum::<f64>() / 2.0, &format!("{case_name} avg"));
+        assert!(!out.with_extension("predictions").exists());
+    }
+    // The two models predict different classes for the rows used, so one fixed answer cannot
+    // pass both.
+    assert_ne!(predicted_classes[0][..2], predicted_classes[1][..2]);
+}
 
-    let mc = tempfile::tempdir().unwrap();
-    let models = export_fixture(mc.path(), "bert_stack_mc_hf", &["en", "xx"]);
-    let data = mc.path().join("data");
+/// The exported model's logits for one COPA item, built by hand: `[CLS] premise what was the
+/// cause|effect ? [SEP] choice [SEP]` per choice, right-padded.
+fn choice_logits(model: &Path, premise: &str, question: &str, choices: [&str; 2]) -> Vec<f32> {
+    let context = ids_of(&format!("[CLS] {premise} what was the {question} ? [SEP]"));
+    let rows: Vec<(Vec<i64>, Vec<i64>)> = choices
+        .iter()
+        .map(|c| {
+            let choice = ids_of(&format!("{c} [SEP]"));
+            let types = [vec![0; context.len()], vec![1; choice.len()]].concat();
+            ([context.clone(), choice].concat(), types)
+        })
+        .collect();
+    let width = rows.iter().map(|r| r.0.len()).max().unwrap();
+    assert!(width <= 16, "the tiny model has 16 positions");
+    let (mut ids, mut types, mut mask) = (Vec::new(), Vec::new(), Vec::new());
+    for (row_ids, row_types) in &rows {
+        let pad = width - row_ids.len();
+        ids.extend(row_ids.iter().copied().chain(std::iter::repeat_n(0, pad)));
+        types.extend(row_types.iter().copied().chain(std::iter::repeat_n(0, pad)));
+        mask.extend(std::iter::repeat_n(1, row_ids.len()).chain(std::iter::repeat_n(0, pad)));
+    }
+    let config = SessionConfig { device: toolkit::runtime::Device::Cpu, intra_threads: Some(1), ..SessionConfig::default() };
+    let mut session = runtime::session_with(model, &config).unwrap().session;
+    let shape = [1usize, 2, width];
+    let inputs: Vec<(String, Tensor<i64>)> = [("input_ids", ids), ("attention_mask", mask), ("token_type_ids", types)]
+        .into_iter()
+        .map(|(name, data)| (name.to_string(), Tensor::from_array((shape, data)).unwrap()))
+        .collect();
+    let outputs = session.run(inputs).unwrap();
+    outputs["logits"].try_extract_tensor::<f32>().unwrap().1.to_vec()
+}
+
+/// COPA items through the eval against the same items run through the exported model by hand
+/// (token ids built here): exact accuracy, choice order and question word included.
+#[test]
+fn multiple_choice_accuracy_follows_the_model_on_hand_built_inputs() {
+    let root = tempfile::tempdir().unwrap();
+    let models = export_fixture(root.path(), "bert_stack_mc_hf", &["en", "xx"]);
+    // (premise, question, choice1, choice2); the third is the first with its choices swapped,
+    // the fourth the second with the other question.
+    let items = [
+        ("the shop closed", "effect", "the owner was tired", "water flowed"),
+        ("the man turned on the faucet", "cause", "water flowed", "cat sleeping"),
+        ("the shop closed", "effect", "water flowed", "the owner was tired"),
+        ("the man turned on the faucet", "effect", "water flowed", "cat sleeping"),
+    ];
+    let expected: Vec<usize> = items
+        .iter()
+        .map(|(premise, question, c1, c2)| {
+            let logits = choice_logits(&models.join("en.onnx"), premise, question, [c1, c2]);
+            assert_ne!(logits[0], logits[1]);
+            usize::from(logits[1] > logits[0])
+        })
+        .collect();
+    assert_ne!(expected[0], expected[2], "swapping the choices swaps the prediction");
+
+    let data = root.path().join("data");
     std::fs::create_dir_all(&data).unwrap();
-    let item = |label: u8| {
-        format!(
-            r#"{{"premise": "The man turned on the faucet.", "choice1": "Water flowed.", "choice2": "The cat was tired.", "question": "effect", "label": {label}, "idx": 0}}"#
-        )
-    };
-    for lang in ["en", "xx"] {
-        std::fs::write(data.join(format!("{lang}.jsonl")), format!("{}\n{}\n{}\n", item(0), item(1), item(0))).unwrap();
+    // en: the fourth label is wrong (75); xx: the first three are (25).
+    let wrong: [(&str, &[usize]); 2] = [("en", &[3]), ("xx", &[0, 1, 2])];
+    for (lang, wrong) in wrong {
+        let lines: String = items
+            .iter()
+            .enumerate()
+            .map(|(i, (premise, question, c1, c2))| {
+                let label = if wrong.contains(&i) { 1 - expected[i] } else { expected[i] };
+                format!("{}\n", json!({"premise": premise, "choice1": c1, "choice2": c2, "question": question, "label": label, "idx": i}))
+            })
+            .collect();
+        std::fs::write(data.join(format!("{lang}.jsonl")), lines).unwrap();
     }
     let suite = write_suite(
-        mc.path(),
+        root.path(),
         r#"
 name = "tiny-xcopa"
 description = "COPA-format items"
@@ -191,12 +449,11 @@ format = "copa"
 path = "{lang}.jsonl"
 "#,
     );
-    let out = mc.path().join("xcopa.csv");
+    let out = root.path().join("xcopa.csv");
     run(&args(suite, models, data, out.clone())).unwrap();
     let rows = read_csv(&out).unwrap();
-    let xx = rows.iter().find(|r| r.language == "xx").unwrap();
-    // The same item with both labels: exactly one of the pair is right, the third repeats the first.
-    assert!([100.0 / 3.0, 200.0 / 3.0].iter().any(|v| (xx.value - v).abs() < 1e-9), "{}", xx.value);
+    assert_close(value(&rows, "en", "accuracy"), 75.0, "en");
+    assert_close(value(&rows, "xx", "accuracy"), 25.0, "xx");
 }
 
 #[test]

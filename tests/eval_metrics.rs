@@ -151,3 +151,100 @@ fn accuracy_is_a_percentage() {
     assert_eq!(accuracy(&[0, 1, 1, 0], &[0, 1, 0, 0]), 75.0);
     assert_eq!(accuracy::<usize>(&[], &[]), 0.0);
 }
+
+mod answer_extraction {
+    use toolkit::scoring::qa_answers::{best_answer, WindowLogits, MAX_ANSWER_TOKENS, N_BEST, NO_ANSWER};
+
+    /// A window whose tokens are the whitespace-separated words of `context` after `question`
+    /// tokens outside the context (offsets `None`), as a QA window is laid out.
+    fn offsets(context: &str, question: usize) -> Vec<Option<(usize, usize)>> {
+        let chars: Vec<char> = context.chars().collect();
+        let mut out = vec![None; question];
+        let mut i = 0;
+        while i < chars.len() {
+            if chars[i].is_whitespace() {
+                i += 1;
+                continue;
+            }
+            let start = i;
+            while i < chars.len() && !chars[i].is_whitespace() {
+                i += 1;
+            }
+            out.push(Some((start, i)));
+        }
+        out
+    }
+
+    fn words(n: usize) -> String {
+        (0..n).map(|i| format!("w{i}")).collect::<Vec<_>>().join(" ")
+    }
+
+    #[test]
+    fn answers_are_at_most_max_answer_tokens_long() {
+        assert_eq!(MAX_ANSWER_TOKENS, 30);
+        let context = words(40);
+        let offsets = offsets(&context, 0);
+        let mut start = vec![0.0; 40];
+        let mut end = vec![0.0; 40];
+        start[0] = 5.0;
+        end[30] = 5.0; // a 31-token span: not allowed
+        end[29] = 4.0; // 30 tokens: the longest allowed
+        let answer = best_answer(&context, &[WindowLogits { offsets: &offsets, start: &start, end: &end }]);
+        assert_eq!(answer, words(30));
+    }
+
+    #[test]
+    fn only_the_n_best_starts_and_ends_are_paired() {
+        assert_eq!(N_BEST, 20);
+        // Starts 5..25 take the 20 best places; start 0 comes 21st, so its pair with the far
+        // best end (0, 0) is never formed, and the answer is the best pair among the 20.
+        let context = words(25);
+        let offsets = offsets(&context, 0);
+        let mut start: Vec<f32> = (0..25).map(|i| if i >= 5 { 10.0 - 0.01 * i as f32 } else { 0.0 }).collect();
+        start[0] = 9.0;
+        let mut end: Vec<f32> = (0..25).map(|i| -0.001 * i as f32).collect();
+        end[0] = 100.0;
+        let answer = best_answer(&context, &[WindowLogits { offsets: &offsets, start: &start, end: &end }]);
+        assert_eq!(answer, "w5");
+    }
+
+    #[test]
+    fn answers_are_cut_from_the_context_by_character_offsets() {
+        // Offsets count characters: the multi-byte ü and ö come before and inside the
+        // answer, and the context's own spacing between the two tokens is kept.
+        let context = "Zürich  liegt   schön am See";
+        let offsets = offsets(context, 3);
+        let mut start = vec![0.0; offsets.len()];
+        let mut end = vec![0.0; offsets.len()];
+        start[4] = 2.0; // "liegt"
+        end[5] = 2.0; // "schön"
+        // Higher logits on question tokens (no offsets) never make an answer.
+        start[1] = 50.0;
+        end[1] = 50.0;
+        let answer = best_answer(context, &[WindowLogits { offsets: &offsets, start: &start, end: &end }]);
+        assert_eq!(answer, "liegt   schön");
+    }
+
+    #[test]
+    fn the_best_span_over_all_windows_wins_and_no_span_gives_the_fallback() {
+        let context = "a b c d e f";
+        // Window 1 covers a b c d, window 2 c d e f (shared tokens c, d).
+        let all = offsets(context, 0);
+        let (first, second) = (all[..4].to_vec(), all[2..].to_vec());
+        let windows = [
+            (first, vec![1.0, 0.0, 0.0, 0.0], vec![0.0, 1.5, 0.0, 0.0]), // "a b": 2.5
+            (second, vec![0.0, 0.0, 2.0, 0.0], vec![0.0, 0.0, 0.0, 1.0]), // "e f": 3.0
+        ];
+        let logits: Vec<WindowLogits> =
+            windows.iter().map(|(o, s, e)| WindowLogits { offsets: o, start: s, end: e }).collect();
+        assert_eq!(best_answer(context, &logits), "e f");
+        assert_eq!(best_answer(context, &logits[..1]), "a b");
+        // An end before its start is not a span: (b, a) would score 10.
+        let (o, s, e) = (all[..2].to_vec(), vec![0.0, 5.0], vec![5.0, 0.5]);
+        assert_eq!(best_answer(context, &[WindowLogits { offsets: &o, start: &s, end: &e }]), "b");
+        // A window without context tokens has no span at all.
+        let none = vec![None; 4];
+        let zeros = vec![0.0; 4];
+        assert_eq!(best_answer(context, &[WindowLogits { offsets: &none, start: &zeros, end: &zeros }]), NO_ANSWER);
+    }
+}
