@@ -4,7 +4,7 @@ use std::fs::File;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 
-use anyhow::{Context, Result};
+use anyhow::{anyhow, Context, Result};
 
 /// The non-blank lines of `path` with their 1-based numbers, read as they are consumed (the
 /// MultiNLI training file is 450 MB); a UTF-8 byte-order mark on the first line is dropped.
@@ -29,4 +29,15 @@ pub(crate) fn read_lines(path: &Path) -> Result<impl Iterator<Item = Result<(usi
 /// Parses one JSON-lines record, naming the file and line on failure.
 pub(crate) fn parse_json_line<T: serde::de::DeserializeOwned>(path: &Path, number: usize, line: &str) -> Result<T> {
     serde_json::from_str(line).with_context(|| format!("{}:{number}: malformed record", path.display()))
+}
+
+/// The whole of `path` as text. Bytes that are not UTF-8 are an error naming the line and the
+/// byte they start at, as a parser's error would.
+pub fn read_text(path: &Path) -> Result<String> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    String::from_utf8(bytes).map_err(|err| {
+        let at = err.utf8_error().valid_up_to();
+        let line = err.as_bytes()[..at].iter().filter(|&&b| b == b'\n').count() + 1;
+        anyhow!("{}:{line}: not UTF-8 text (byte {at})", path.display())
+    })
 }

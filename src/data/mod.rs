@@ -11,6 +11,7 @@ pub mod squad;
 pub mod text;
 
 pub use copa::{CopaExample, CopaQuestion};
+pub use lines::read_text;
 pub use nli::NliExample;
 pub use skipped::{Loaded, OnMalformed, Skipped};
 pub use squad::{Answer, QaExample};

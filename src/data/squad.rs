@@ -65,7 +65,7 @@ const NO_ANSWER: &str = "question without answers";
 /// Reads a SQuAD-format file. Structural errors name the file, line and column; a bad
 /// question names the line its id is on.
 pub fn read(path: &Path, policy: OnMalformed) -> Result<Loaded<QaExample>> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let text = super::read_text(path)?;
     let file: File = serde_json::from_str(text.strip_prefix('\u{feff}').unwrap_or(&text))
         .with_context(|| format!("{}: not a SQuAD-format file", path.display()))?;
     let line_of = |id: &str| {
@@ -109,10 +109,9 @@ pub fn read(path: &Path, policy: OnMalformed) -> Result<Loaded<QaExample>> {
 fn check_answers(context: &str, char_starts: &[usize], answers: &[RawAnswer]) -> Result<()> {
     for answer in answers {
         let n = answer.text.chars().count();
-        let end = answer.answer_start + n;
-        if end > char_starts.len() {
+        let Some(end) = answer.answer_start.checked_add(n).filter(|&end| end <= char_starts.len()) else {
             bail!("answer_start {} + {n} characters runs past the context", answer.answer_start);
-        }
+        };
         let byte = |i: usize| char_starts.get(i).copied().unwrap_or(context.len());
         let found = &context[byte(answer.answer_start)..byte(end)];
         ensure!(

@@ -170,8 +170,8 @@ impl Head {
         })?;
         // As the library: `num_labels`, else as many as `label2id` names, else 2.
         let labels = labels_by_id(saved.get("label2id"));
-        let num_labels = match saved.get("num_labels").and_then(Value::as_u64) {
-            Some(n) => n as usize,
+        let num_labels = match count(saved, "num_labels")? {
+            Some(n) => n,
             None if !labels.is_empty() => labels.len(),
             None => 2,
         };
@@ -227,7 +227,7 @@ impl Head {
         let name = value.get("name").and_then(Value::as_str).context("missing key `name`")?;
         let cfg = value.get("config").context("missing key `config`")?;
         let kind = cfg.get("head_type").and_then(Value::as_str).context("missing key `config.head_type`")?;
-        let num_layers = cfg.get("layers").and_then(Value::as_u64).context("missing key `config.layers`")? as usize;
+        let num_layers = count(cfg, "layers")?.context("missing key `config.layers`")?;
         if num_layers == 0 {
             bail!("`config.layers` must be at least 1");
         }
@@ -241,13 +241,12 @@ impl Head {
         let bias = cfg.get("bias").and_then(Value::as_bool).unwrap_or(true);
         let use_pooler = cfg.get("use_pooler").and_then(Value::as_bool).unwrap_or(false);
         let dropout = cfg.get("dropout_prob").and_then(Value::as_f64).unwrap_or_else(|| default_dropout(config));
-        let count = |key: &str| {
-            cfg.get(key).and_then(Value::as_u64).map(|n| n as usize).with_context(|| format!("missing key `config.{key}`"))
-        };
         let (head_type, num_labels) = match kind {
-            "classification" => (HeadType::Classification, count("num_labels")?),
+            "classification" => {
+                (HeadType::Classification, count(cfg, "num_labels")?.context("missing key `config.num_labels`")?)
+            }
             // The library's MultipleChoiceHead defaults to two choices.
-            "multiple_choice" => (HeadType::MultipleChoice, count("num_choices").unwrap_or(2)),
+            "multiple_choice" => (HeadType::MultipleChoice, count(cfg, "num_choices")?.unwrap_or(2)),
             "question_answering" => (HeadType::QuestionAnswering, 2),
             other => bail!("head_type `{other}` is not supported (classification, question_answering, multiple_choice)"),
         };
@@ -371,6 +370,21 @@ fn parse_activation(name: &str) -> Option<Activation> {
         "gelu" => Some(Activation::Gelu),
         "silu" | "swish" => Some(Activation::Silu),
         _ => None,
+    }
+}
+
+/// A head's layers, labels and choices are counts in its config file, and names are made for
+/// each before any tensor is read: far more than any head has is an error, not an allocation.
+const MAX_COUNT: u64 = 1 << 16;
+
+/// The count `key` of a head config object: `None` when absent or null.
+fn count(config: &Value, key: &str) -> Result<Option<usize>> {
+    match config.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(value) => match value.as_u64() {
+            Some(n) if n <= MAX_COUNT => Ok(Some(n as usize)),
+            _ => bail!("`{key}` = {value} is not a count from 0 to {MAX_COUNT}"),
+        },
     }
 }
 

@@ -111,9 +111,11 @@ impl Weights {
             let at = || format!("{}: tensor `{name}`", path.display());
             let info: TensorInfo = serde_json::from_value(info).with_context(|| format!("{}: bad header entry", at()))?;
             let [begin, end] = info.data_offsets;
-            let elements: usize = info.shape.iter().product();
             let width = dtype_width(&info.dtype).with_context(|| format!("{}: dtype {} is not a float type", at(), info.dtype))?;
-            if end < begin || end - begin != (elements * width) as u64 || data_start + end > size {
+            // Every number here is the file's claim: checked arithmetic, and the data must lie
+            // inside the file, before anything is allocated for it.
+            let bytes = info.shape.iter().try_fold(width as u64, |n, &d| n.checked_mul(d as u64));
+            if end < begin || bytes != Some(end - begin) || end > size - data_start {
                 bail!("{}: data offsets {begin}..{end} do not fit shape {:?} of {} in a file of {size} bytes", at(), info.shape, info.dtype);
             }
             let stored = Stored { handle: handle.clone(), offset: data_start + begin, dtype: info.dtype };
