@@ -17,6 +17,7 @@ use toolkit_onnx::onnx::{GraphProto, TensorProto};
 use toolkit_onnx::{Attr, Dim, ElemType, GraphBuilder};
 
 use crate::model::config::HiddenAct;
+use crate::model::weights::Entry;
 use crate::model::head::HeadInput;
 use crate::model::{Activation, AdapterSpec, Arch, ComposedModel, Head, HeadType};
 
@@ -30,20 +31,26 @@ pub enum Dtype {
     /// Float16 weights and activations, for GPU inference; LayerNorm statistics, the attention
     /// softmax and the outputs stay in float32.
     Fp16,
+    /// For CPU scoring: the projections of the encoder and of the adapters run as integer
+    /// MatMuls, int8 weights (one scale per output feature) times dynamically quantised uint8
+    /// activations (see `Builder::integer_linear`); everything else (embeddings, LayerNorm,
+    /// attention scores and weighted sums, the pooler and the head) stays float32.
+    Int8,
 }
 
 impl Dtype {
+    /// The type of the float weights and activations (an int8 export's are float32).
     pub fn elem(self) -> ElemType {
         match self {
-            Dtype::Fp32 => ElemType::F32,
+            Dtype::Fp32 | Dtype::Int8 => ElemType::F32,
             Dtype::Fp16 => ElemType::F16,
         }
     }
 
-    /// fp32 values as this type's little-endian bytes.
+    /// fp32 values as the little-endian bytes of `elem()`.
     pub fn bytes(self, values: &[f32]) -> Vec<u8> {
         match self {
-            Dtype::Fp32 => values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+            Dtype::Fp32 | Dtype::Int8 => values.iter().flat_map(|v| v.to_le_bytes()).collect(),
             Dtype::Fp16 => values.iter().flat_map(|v| half::f16::from_f32(*v).to_le_bytes()).collect(),
         }
     }
@@ -136,6 +143,38 @@ pub fn lang_adapter_prefixes(model: &ComposedModel, lang: &AdapterSpec) -> Vec<S
         .collect()
 }
 
+/// The `[out, in]` weight of `entry` transposed to `[in, out]`.
+fn transpose(entry: &Entry, out_dim: usize, in_dim: usize) -> Result<Vec<f32>> {
+    let data = &entry.tensor()?.data;
+    let mut t = vec![0f32; data.len()];
+    for (o, row) in data.chunks_exact(in_dim).enumerate() {
+        for (i, v) in row.iter().enumerate() {
+            t[i * out_dim + o] = *v;
+        }
+    }
+    Ok(t)
+}
+
+/// An `[in, out]` weight as int8 with one float32 scale per output feature (column),
+/// symmetric: scale = max |w| / 127 over the column, q = round(w / scale), as onnxruntime's
+/// `quantize_dynamic` does per channel. The error of each weight is at most half a step,
+/// scale / 2 = max |w| / 254. Returns the int8 values (as bytes, row-major) and the scales.
+fn quantize_columns(w: &[f32], out_dim: usize) -> (Vec<u8>, Vec<f32>) {
+    let mut scales = vec![0f32; out_dim];
+    for row in w.chunks_exact(out_dim) {
+        for (s, v) in scales.iter_mut().zip(row) {
+            *s = s.max(v.abs());
+        }
+    }
+    // An all-zero column (e.g. a freshly initialised up-projection) keeps scale 1.
+    scales.iter_mut().for_each(|s| *s = if *s > 0.0 { *s / 127.0 } else { 1.0 });
+    let q = w
+        .chunks_exact(out_dim)
+        .flat_map(|row| row.iter().zip(&scales).map(|(v, s)| (v / s).round().clamp(-127.0, 127.0) as i8 as u8))
+        .collect();
+    (q, scales)
+}
+
 impl Builder<'_> {
     fn inputs(&mut self, head_type: HeadType) -> Inputs {
         let mc = head_type == HeadType::MultipleChoice;
@@ -211,43 +250,20 @@ impl Builder<'_> {
             return Ok(transposed);
         }
         let entry = self.model.weights.entry_with_shape(name, &[out_dim, in_dim])?;
-        let transpose = || -> Result<Vec<f32>> {
-            let data = &entry.tensor()?.data;
-            let mut t = vec![0f32; data.len()];
-            for (o, row) in data.chunks_exact(in_dim).enumerate() {
-                for (i, v) in row.iter().enumerate() {
-                    t[i * out_dim + o] = *v;
-                }
-            }
-            Ok(t)
-        };
         self.added.insert(transposed.clone());
         if self.int8_prefixes.iter().any(|p| name.starts_with(p.as_str())) {
-            return self.quantized_weight(&transposed, &transpose()?, in_dim, out_dim);
+            return self.quantized_weight(&transposed, &transpose(entry, out_dim, in_dim)?, in_dim, out_dim);
         }
         let dtype = self.dtype;
-        let bytes = || Ok(dtype.bytes(&transpose()?));
+        let bytes = || Ok(dtype.bytes(&transpose(entry, out_dim, in_dim)?));
         let proto = self.sink.tensor(&transposed, self.ft, &[in_dim as i64, out_dim as i64], &bytes)?;
         Ok(self.g.initializer(proto))
     }
 
-    /// An `[in, out]` weight stored as int8 with one float32 scale per output feature
-    /// (symmetric: scale = max |w| / 127 over the feature's column) and turned back into
-    /// floats by DequantizeLinear in the graph. Four times smaller than float32; the error of
-    /// each weight is at most half a step, scale / 2.
+    /// An `[in, out]` weight stored as int8 (see `quantize_columns`) and turned back into
+    /// floats by DequantizeLinear in the graph. Four times smaller than float32.
     fn quantized_weight(&mut self, name: &str, w: &[f32], in_dim: usize, out_dim: usize) -> Result<String> {
-        let mut scales = vec![0f32; out_dim];
-        for row in w.chunks_exact(out_dim) {
-            for (s, v) in scales.iter_mut().zip(row) {
-                *s = s.max(v.abs());
-            }
-        }
-        // An all-zero column (e.g. a freshly initialised up-projection) keeps scale 1.
-        scales.iter_mut().for_each(|s| *s = if *s > 0.0 { *s / 127.0 } else { 1.0 });
-        let q: Vec<u8> = w
-            .chunks_exact(out_dim)
-            .flat_map(|row| row.iter().zip(&scales).map(|(v, s)| (v / s).round().clamp(-127.0, 127.0) as i8 as u8))
-            .collect();
+        let (q, scales) = quantize_columns(w, out_dim);
         let dims = [in_dim as i64, out_dim as i64];
         let q_proto = self.sink.tensor(&format!("{name}.int8"), ElemType::I8, &dims, &|| Ok(q.clone()))?;
         let q_name = self.g.initializer(q_proto);
@@ -259,6 +275,28 @@ impl Builder<'_> {
         }
         let w = dequantize.out();
         Ok(self.g.node("Cast", &format!("{name}/Cast"), &[&w]).attr(Attr::int("to", self.ft.onnx() as i64)).out_as(name))
+    }
+
+    /// The right operand of an integer MatMul: the transposed weight `name` as int8 (see
+    /// `quantize_columns`), its per-column float32 scales and int8 zero points (all 0).
+    /// Returns their names. The weight is quantised only when the sink needs its bytes (twice
+    /// then, for the values and the scales: cheap next to reading it).
+    fn integer_weight(&mut self, name: &str, out_dim: usize, in_dim: usize) -> Result<[String; 3]> {
+        let names = [format!("{name}.T.int8"), format!("{name}.T.scale"), format!("{name}.T.zero_point")];
+        if self.added.contains(&names[0]) {
+            return Ok(names);
+        }
+        let entry = self.model.weights.entry_with_shape(name, &[out_dim, in_dim])?;
+        let quantized = || -> Result<(Vec<u8>, Vec<f32>)> { Ok(quantize_columns(&transpose(entry, out_dim, in_dim)?, out_dim)) };
+        let dims = [in_dim as i64, out_dim as i64];
+        let q = self.sink.tensor(&names[0], ElemType::I8, &dims, &|| Ok(quantized()?.0))?;
+        let s = self.sink.tensor(&names[1], ElemType::F32, &[out_dim as i64], &|| Ok(Dtype::Fp32.bytes(&quantized()?.1)))?;
+        let z = self.sink.tensor(&names[2], ElemType::I8, &[out_dim as i64], &|| Ok(vec![0u8; out_dim]))?;
+        for proto in [q, s, z] {
+            self.g.initializer(proto);
+        }
+        self.added.insert(names[0].clone());
+        Ok(names)
     }
 
     /// A float scalar constant in the graph's float type.
@@ -273,15 +311,49 @@ impl Builder<'_> {
 
     // ---- building blocks ----------------------------------------------------------------
 
-    /// `x @ W^T + b` of the `torch.nn.Linear` under `prefix`.
+    /// `x @ W^T + b` of the `torch.nn.Linear` under `prefix`, a projection of the encoder or
+    /// of an adapter: an integer MatMul in an int8 export.
     fn linear(&mut self, x: &str, prefix: &str, in_dim: usize, out_dim: usize, bias: bool) -> Result<String> {
+        if self.dtype == Dtype::Int8 {
+            return self.integer_linear(x, prefix, in_dim, out_dim, bias);
+        }
+        self.float_linear(x, prefix, in_dim, out_dim, bias)
+    }
+
+    /// `x @ W^T + b` as a float MatMul, in every export (the pooler and the head: too small
+    /// to gain from integers, and closest to the logits).
+    fn float_linear(&mut self, x: &str, prefix: &str, in_dim: usize, out_dim: usize, bias: bool) -> Result<String> {
         let w = self.weight_transposed(&format!("{prefix}.weight"), out_dim, in_dim)?;
         let y = self.g.node("MatMul", &format!("{prefix}/MatMul"), &[x, &w]).out();
+        self.add_bias(&y, prefix, out_dim, bias)
+    }
+
+    /// `x @ W^T + b` with int8 weights and uint8 activations, laid out as onnxruntime's
+    /// `quantize_dynamic` (per channel) writes it:
+    /// `DynamicQuantizeLinear(x) -> (xq, x_scale, x_zero_point)`,
+    /// `MatMulInteger(xq, Wq, x_zero_point, 0) -> Cast -> Mul(x_scale * w_scale) -> Add(b)`.
+    /// ONNX Runtime's CPU optimizer fuses all of it into one `DynamicQuantizeMatMul` (bias
+    /// included), its u8 x s8 integer GEMM (VNNI where the CPU has it). The activation is
+    /// quantised per tensor, over the whole batch: scale = (max(0, max x) - min(0, min x)) / 255,
+    /// zero point = round(-min(0, min x) / scale), so its error is at most scale / 2 per element.
+    /// On CPUs without VNNI, ONNX Runtime's AVX2 u8 x s8 kernel sums pairs of products in 16 bits,
+    /// which can saturate with full 8-bit weights (onnxruntime's `reduce_range` caveat).
+    fn integer_linear(&mut self, x: &str, prefix: &str, in_dim: usize, out_dim: usize, bias: bool) -> Result<String> {
+        let [w, w_scale, w_zero] = self.integer_weight(&format!("{prefix}.weight"), out_dim, in_dim)?;
+        let q = self.g.node("DynamicQuantizeLinear", &format!("{prefix}/DynamicQuantizeLinear"), &[x]).outs(3);
+        let scale = self.g.node("Mul", &format!("{prefix}/Mul_scales"), &[&q[1], &w_scale]).out();
+        let y = self.g.node("MatMulInteger", &format!("{prefix}/MatMulInteger"), &[&q[0], &w, &q[2], &w_zero]).out();
+        let y = self.g.node("Cast", &format!("{prefix}/Cast"), &[&y]).attr(Attr::int("to", ElemType::F32.onnx() as i64)).out();
+        let y = self.g.node("Mul", &format!("{prefix}/Mul"), &[&y, &scale]).out();
+        self.add_bias(&y, prefix, out_dim, bias)
+    }
+
+    fn add_bias(&mut self, y: &str, prefix: &str, out_dim: usize, bias: bool) -> Result<String> {
         if !bias {
-            return Ok(y);
+            return Ok(y.to_string());
         }
         let b = self.weight(&format!("{prefix}.bias"), &[out_dim])?;
-        Ok(self.g.node("Add", &format!("{prefix}/Add"), &[&y, &b]).out())
+        Ok(self.g.node("Add", &format!("{prefix}/Add"), &[y, &b]).out())
     }
 
     /// A linear layer whose sizes are read from its stored weight.
@@ -544,7 +616,7 @@ impl Builder<'_> {
                 let first =
                     self.g.node("Gather", "head/first_token", &[hidden, &zero]).attr(Attr::int("axis", 1)).out();
                 if head.input == HeadInput::Pooler {
-                    let pooled = self.linear(&first, "pooler.dense", h, h, true)?;
+                    let pooled = self.float_linear(&first, "pooler.dense", h, h, true)?;
                     self.g.node("Tanh", "pooler.activation", &[&pooled]).out()
                 } else {
                     first
@@ -557,7 +629,7 @@ impl Builder<'_> {
                     x = self.activation(&x, act, &format!("{}/activation", lin.prefix));
                 }
             }
-            x = self.linear(&x, &lin.prefix, lin.in_dim, lin.out_dim, lin.bias)?;
+            x = self.float_linear(&x, &lin.prefix, lin.in_dim, lin.out_dim, lin.bias)?;
         }
 
         let batch = Dim::named("batch");

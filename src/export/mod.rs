@@ -68,7 +68,9 @@ pub struct ExportArgs {
     #[arg(long, conflicts_with_all = ["lang", "lang_adapters"])]
     pub no_lang_adapter: bool,
 
-    /// Weight and activation type: fp16 is for GPU inference.
+    /// Weight and activation type: fp16 is for GPU inference; int8 is for CPU scoring (int8
+    /// weights and dynamically quantised activations in the encoder's and adapters'
+    /// projections, run by ONNX Runtime's integer kernels; lossy: logits move a little).
     #[arg(long, value_enum, default_value_t = Dtype::Fp32)]
     pub dtype: Dtype,
 
