@@ -36,3 +36,48 @@ private_toolkit() {
     [ "$built" = 1 ] || die "could not get a toolkit binary with \`$command\`"
     TOOLKIT=$work/toolkit
 }
+
+# The CPU's model name, e.g. "AMD EPYC".
+cpu_name() {
+    awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo
+}
+
+# gemm_peak PYTHON THREADS [N]: this machine's GEMM peak now, as ONNX Runtime (CPU, THREADS
+# threads) reaches it on one N x N x N product (default 2048): a float32 MatMul and a
+# MatMulInteger of uint8 activations and int8 weights (the weights an initializer, as in an
+# int8 export, so both are prepacked). Prints `fp32 GFLOPS int8 GOPS`, the best of 5 runs each
+# (2 N^3 operations a run). PYTHON needs onnx, onnxruntime and numpy.
+gemm_peak() {
+    "$1" - "$2" "${3:-2048}" <<'PY'
+import sys, time
+import numpy as np
+import onnxruntime as ort
+from onnx import TensorProto, helper, numpy_helper
+
+threads, n = int(sys.argv[1]), int(sys.argv[2])
+rng = np.random.default_rng(0)
+
+def best_rate(op, a, b, a_type, y_type):
+    graph = helper.make_graph([helper.make_node(op, ["a", "b"], ["y"])], "gemm",
+                              [helper.make_tensor_value_info("a", a_type, [n, n])],
+                              [helper.make_tensor_value_info("y", y_type, [n, n])],
+                              [numpy_helper.from_array(b, "b")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    session.run(None, {"a": a})
+    best = float("inf")
+    for _ in range(5):
+        start = time.perf_counter()
+        session.run(None, {"a": a})
+        best = min(best, time.perf_counter() - start)
+    return 2 * n**3 / best / 1e9
+
+fp32 = best_rate("MatMul", rng.standard_normal((n, n), dtype=np.float32), rng.standard_normal((n, n), dtype=np.float32),
+                 TensorProto.FLOAT, TensorProto.FLOAT)
+int8 = best_rate("MatMulInteger", rng.integers(0, 256, (n, n), dtype=np.uint8), rng.integers(-127, 128, (n, n), dtype=np.int8),
+                 TensorProto.UINT8, TensorProto.INT32)
+print(f"{fp32:.1f} {int8:.1f}")
+PY
+}
