@@ -55,7 +55,7 @@ fn reference_logits_through_predict(padded: bool) {
         std::fs::write(&input, lines.iter().map(|l| format!("{l}\n")).collect::<String>()).unwrap();
         let files = case.files();
         let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_toolkit"));
-        cmd.args(["predict", "--device", "cpu", "--batch-size", "2", "--model"]).arg(&files.model_dir);
+        cmd.args(["predict", "--device", &common::test_device_arg(), "--batch-size", "2", "--model"]).arg(&files.model_dir);
         if let Some(l) = &files.lang_adapter {
             cmd.arg("--lang-adapter").arg(l);
         }

@@ -122,3 +122,20 @@ pub fn exclusive() -> std::sync::MutexGuard<'static, ()> {
     static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
     LOCK.lock().unwrap_or_else(|e| e.into_inner())
 }
+
+/// Where the parity tests run the models: the CPU, unless `TOOLKIT_TEST_DEVICE=cuda`
+/// (scripts/check-gpu.sh runs them so on a GPU machine, against the same reference numbers).
+pub fn test_device() -> toolkit::device::Device {
+    use clap::ValueEnum;
+    match std::env::var("TOOLKIT_TEST_DEVICE") {
+        Err(_) => toolkit::device::Device::Cpu,
+        Ok(name) => toolkit::device::Device::from_str(&name, true)
+            .unwrap_or_else(|e| panic!("TOOLKIT_TEST_DEVICE={name}: {e} (cpu or cuda)")),
+    }
+}
+
+/// The `--device` value for `test_device()`.
+pub fn test_device_arg() -> String {
+    use clap::ValueEnum;
+    test_device().to_possible_value().expect("every device has a name").get_name().to_string()
+}
