@@ -9,4 +9,5 @@ mod fuzz {
     mod data;
     mod models;
     mod outputs;
+    mod regressions;
 }

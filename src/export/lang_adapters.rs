@@ -1,8 +1,9 @@
 //! Which language adapter belongs to which language: a folder with one AdapterHub adapter
 //! folder per language (`adapters/th/adapter_config.json`, ...), or a TOML table
-//! `th = "path/to/adapter"` (relative paths are taken from the TOML file's folder).
+//! `th = "path/to/adapter"` of paths inside the TOML file's folder (relative to it; absolute
+//! paths and `..` are refused, so a map from elsewhere cannot point the exporter outside).
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
@@ -89,6 +90,9 @@ fn from_toml(path: &Path) -> Result<BTreeMap<String, PathBuf>> {
         let Some(dir) = value.as_str() else {
             bail!("{}: `{lang}` must be a path string, found {value}", path.display());
         };
+        if Path::new(dir).components().any(|c| !matches!(c, Component::Normal(_) | Component::CurDir)) {
+            bail!("{}: the adapter of `{lang}`, {dir:?}, is not a path inside this file's folder (absolute paths and `..` are refused)", path.display());
+        }
         let dir = base.join(dir);
         if !dir.join("adapter_config.json").is_file() {
             bail!("{}: the adapter of `{lang}`, {}, has no adapter_config.json", path.display(), dir.display());

@@ -1,6 +1,6 @@
 //! `export.json`: what an export folder holds, for the evaluator. Each model also carries the
 //! same facts in its ONNX `metadata_props`.
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
@@ -33,9 +33,10 @@ pub struct ExportManifest {
     pub int8_lang_adapters: bool,
     /// Longest input the model takes (position embeddings).
     pub max_seq_len: usize,
-    /// File names inside the export folder.
+    /// File names inside the export folder (`load` refuses paths).
     pub tokenizer: String,
     pub shared_data: String,
+    /// Where the export was made from, as given then: shown in results, never opened.
     pub base_model: PathBuf,
     pub task_adapter: Option<PathBuf>,
     pub models: Vec<ExportedModel>,
@@ -45,7 +46,9 @@ pub struct ExportManifest {
 pub struct ExportedModel {
     /// `None` for the export without a language adapter.
     pub language: Option<String>,
+    /// A file name inside the export folder.
     pub file: String,
+    /// As given to `toolkit export`: shown, never opened.
     pub lang_adapter: Option<PathBuf>,
     /// Adapter names in stack order, bottom first.
     pub adapters: Vec<String>,
@@ -67,6 +70,16 @@ impl ExportManifest {
                 manifest.format_version,
                 Self::FORMAT_VERSION
             );
+        }
+        // The evaluator opens these in the folder; a manifest from elsewhere must not lead it
+        // to files outside (`../`, absolute paths), so each must be a plain file name.
+        let models = manifest.models.iter().enumerate().map(|(i, m)| (format!("models[{i}].file"), &m.file));
+        let files = [("tokenizer".to_string(), &manifest.tokenizer), ("shared_data".to_string(), &manifest.shared_data)];
+        for (entry, name) in files.into_iter().chain(models) {
+            let mut parts = Path::new(name).components();
+            if !matches!((parts.next(), parts.next()), (Some(Component::Normal(_)), None)) {
+                bail!("{}: {entry} = {name:?} is not a file name inside the export folder", path.display());
+            }
         }
         Ok(manifest)
     }

@@ -157,7 +157,7 @@ impl ModelConfig {
                 bail!("position_embedding_type `{kind}` is not supported (expected `absolute`)");
             }
         }
-        if !raw.hidden_size.is_multiple_of(raw.num_attention_heads) {
+        if raw.num_attention_heads == 0 || !raw.hidden_size.is_multiple_of(raw.num_attention_heads) {
             bail!(
                 "hidden_size {} is not a multiple of num_attention_heads {}",
                 raw.hidden_size,

@@ -56,6 +56,7 @@ fn read_container(mut file: BufReader<File>, rename: &dyn Fn(&str) -> Option<Str
 }
 
 fn read_zip(file: BufReader<File>, rename: &dyn Fn(&str) -> Option<String>) -> Result<Kept> {
+    let archive_size = file.get_ref().metadata()?.len();
     let mut zip = zip::ZipArchive::new(file).context("not a readable zip archive")?;
     let pickles: Vec<String> =
         zip.file_names().filter(|n| n.ends_with("/data.pkl") && n.matches('/').count() == 1).map(str::to_string).collect();
@@ -65,7 +66,9 @@ fn read_zip(file: BufReader<File>, rename: &dyn Fn(&str) -> Option<String>) -> R
     let prefix = pickle.strip_suffix("data.pkl").expect("filtered above").to_string();
     let entry = |zip: &mut zip::ZipArchive<BufReader<File>>, name: &str| -> Result<Vec<u8>> {
         let mut f = zip.by_name(name).with_context(|| format!("zip entry `{name}`"))?;
-        let mut bytes = Vec::with_capacity(f.size().min(1 << 30) as usize);
+        // The size is the archive's claim: a stored entry is never larger than the archive,
+        // and a compressed one grows the buffer as it is read.
+        let mut bytes = Vec::with_capacity(f.size().min(archive_size) as usize);
         f.read_to_end(&mut bytes).with_context(|| format!("reading zip entry `{name}`"))?;
         Ok(bytes)
     };
@@ -106,7 +109,7 @@ fn read_legacy(mut file: BufReader<File>, rename: &dyn Fn(&str) -> Option<String
     };
     let root = unpickle(&mut file).context("in the state dict")?;
     let keys = match unpickle(&mut file).context("in the storage key list")? {
-        Value::List(items) => items.borrow().iter().map(|k| k.as_str().map(str::to_string)).collect::<Option<Vec<_>>>(),
+        Value::List(ref items) => items.borrow().iter().map(|k| k.as_str().map(str::to_string)).collect::<Option<Vec<_>>>(),
         _ => None,
     }
     .context("the storage key list is not a list of strings")?;
@@ -150,7 +153,7 @@ struct Plan {
 
 impl Plan {
     fn new(root: Value, rename: &dyn Fn(&str) -> Option<String>) -> Result<Self> {
-        let Value::Dict(items) = root else {
+        let Value::Dict(ref items) = root else {
             bail!("expected a dict of tensors (a state dict), found {}", root.kind());
         };
         let mut kept = Vec::new();
@@ -368,6 +371,41 @@ enum Value {
     Global(Global),
     Storage(Rc<Storage>),
     Tensor(Rc<TensorRef>),
+}
+
+/// A pickle nests values as deep as it likes (a list in a list in a list ...); dropping them
+/// recursively would overflow the stack on a hostile file, so a container's items are taken
+/// out and dropped one level at a time from a list on the heap.
+impl Drop for Value {
+    fn drop(&mut self) {
+        let mut pending = Vec::new();
+        take_items(self, &mut pending);
+        while let Some(mut value) = pending.pop() {
+            take_items(&mut value, &mut pending);
+        }
+    }
+}
+
+/// Moves the items of a container that nothing else holds into `out`.
+fn take_items(value: &mut Value, out: &mut Vec<Value>) {
+    match value {
+        Value::Tuple(items) => {
+            if let Some(items) = Rc::get_mut(items) {
+                out.append(items);
+            }
+        }
+        Value::List(items) => {
+            if let Some(items) = Rc::get_mut(items) {
+                out.append(items.get_mut());
+            }
+        }
+        Value::Dict(items) => {
+            if let Some(items) = Rc::get_mut(items) {
+                out.extend(items.get_mut().drain(..).flat_map(|(k, v)| [k, v]));
+            }
+        }
+        _ => {}
+    }
 }
 
 /// The only globals a checkpoint may name.
@@ -787,7 +825,7 @@ mod tests {
     fn memoised_dict_is_shared() {
         // d = {} is memoised, then filled; the memo's copy, fetched afterwards, is filled too.
         let v = run(b"\x80\x02}q\x00\x8c\x01aK\x01sh\x00\x86.").unwrap();
-        let Value::Tuple(items) = v else { panic!("{v:?}") };
+        let Value::Tuple(ref items) = v else { panic!("{v:?}") };
         let [Value::Dict(first), Value::Dict(second)] = &items[..] else { panic!("{items:?}") };
         assert!(Rc::ptr_eq(first, second));
         assert_eq!(second.borrow().len(), 1);
@@ -796,7 +834,7 @@ mod tests {
     #[test]
     fn integers_and_strings() {
         let v = run(b"\x80\x02(K\x01M\x00\x01J\xff\xff\xff\xff\x8a\x02\x00\x80\x8c\x02hiG?\xf0\x00\x00\x00\x00\x00\x00t.").unwrap();
-        let Value::Tuple(items) = v else { panic!() };
+        let Value::Tuple(ref items) = v else { panic!() };
         let got: Vec<String> = items.iter().map(Value::kind).collect();
         assert_eq!(got, ["the int 1", "the int 256", "the int -1", "the int -32768", "the string \"hi\"", "the float 1"]);
     }

@@ -115,6 +115,9 @@ pub struct Run {
     pub config: TrainConfig,
 }
 
+/// Runs a sweep may have: far beyond any experiment's grid, small enough to expand.
+const MAX_RUNS: usize = 100_000;
+
 /// Grid keys that the sweep sets itself.
 const RESERVED: [&str; 1] = ["out"];
 
@@ -150,6 +153,12 @@ impl Sweep {
         }
         // Name order: schedule, train subset, the other keys alphabetically, seed last.
         axes.sort_by_key(|(key, _)| (name_rank(key), key.clone()));
+        // Every run is expanded and checked up front, so the grid's size is checked first.
+        let count = axes.iter().try_fold(1usize, |n, (_, values)| n.checked_mul(values.len())).filter(|&n| n <= MAX_RUNS);
+        if count.is_none() {
+            let sizes: Vec<String> = axes.iter().map(|(key, values)| format!("{key}: {}", values.len())).collect();
+            bail!("{where_}: [grid] has more than {MAX_RUNS} runs ({})", sizes.join(" x "));
+        }
 
         let mut runs = Vec::new();
         let mut names = BTreeMap::new();

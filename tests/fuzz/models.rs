@@ -250,7 +250,7 @@ fn model_cases(root: &Path) -> (PathBuf, PathBuf) {
     (root.join("bert_stack_cls_flex"), root.join("bert_stack_cls_static"))
 }
 
-fn copy_dir(src: &Path, dst: &Path) {
+pub(crate) fn copy_dir(src: &Path, dst: &Path) {
     std::fs::create_dir_all(dst).unwrap();
     for entry in std::fs::read_dir(src).unwrap() {
         let entry = entry.unwrap();
