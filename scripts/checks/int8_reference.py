@@ -1,0 +1,86 @@
+#!/usr/bin/env python3
+"""The arithmetic of `toolkit export --dtype int8`, computed without ONNX: for each parity case
+folder given, the reference model (transformers + adapters, loaded as
+scripts/fixtures/make_fixtures.py verifies it) runs on the case's inputs with every
+torch.nn.Linear of the encoder and the adapters (modules under `encoder.layer.` and
+`invertible_adapters`) replaced by numpy integer arithmetic under the export's quantisation
+rules; the pooler and the heads stay float, as in the export.
+
+  activations, per tensor (ONNX DynamicQuantizeLinear): scale = (max(0, max x) - min(0, min x)) / 255,
+      zero point = round(-min(0, min x) / scale), xq = clip(round(x / scale) + zero point, 0, 255),
+      rounding halves to even;
+  weights, per output feature: scale = max |w| / 127 (1 for an all-zero feature),
+      wq = clip(round(w / scale), -127, 127), rounding halves away from zero;
+  y = ((xq - zero point) @ wq, in integers) * (activation scale * weight scale) + bias, in float32.
+
+An activation within float rounding of a half step (|x / scale - k - 1/2| < TIE steps) may
+round the other way in ONNX Runtime, whose activations differ from PyTorch's in the last bits:
+one element one step off, which the outputs carry. Each case counts such near ties.
+
+Prints {"case name": {"outputs": {"output name": [flat values]}, "near_ties": n}} as JSON. Needs the reference venv
+(torch, transformers, adapters, numpy):
+
+    $REF_VENV/bin/python scripts/checks/int8_reference.py tests/fixtures/parity/bert_stack_qa_hf ...
+"""
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fixtures"))
+from make_fixtures import reference_model, run_model  # noqa: E402
+
+
+# Half-step distance under which PyTorch's and ONNX Runtime's activations (about 1e-7 apart)
+# may round to different steps.
+TIE = 1e-5
+
+
+def integer_linear(linear, x, ties):
+    rows = x.detach().numpy().astype(np.float32).reshape(-1, x.shape[-1])
+    lo, hi = min(0.0, float(rows.min())), max(0.0, float(rows.max()))
+    scale = np.float32((hi - lo) / 255) if hi > lo else np.float32(1)
+    ties.append(int((np.abs(np.abs(rows / scale) % 1 - 0.5) < TIE).sum()))
+    zero = np.clip(np.rint(np.float32(-lo) / scale), 0, 255)
+    xq = np.clip(np.rint(rows / scale) + zero, 0, 255).astype(np.int64)
+
+    w = linear.weight.detach().numpy().astype(np.float32).T  # [in, out]
+    w_scale = np.abs(w).max(axis=0) / np.float32(127)
+    w_scale[w_scale == 0] = 1
+    ratio = w / w_scale
+    wq = np.clip(np.sign(ratio) * np.floor(np.abs(ratio) + 0.5), -127, 127).astype(np.int64)
+
+    y = ((xq - int(zero)) @ wq).astype(np.float32) * (scale * w_scale).astype(np.float32)
+    if linear.bias is not None:
+        y = y + linear.bias.detach().numpy().astype(np.float32)
+    return torch.from_numpy(y.reshape(*x.shape[:-1], -1))
+
+
+def quantise(model):
+    """Replaces the encoder's and adapters' Linear layers; returns the list their near ties go to."""
+    ties = []
+    for name, module in model.named_modules():
+        if isinstance(module, torch.nn.Linear) and ("encoder.layer." in name or "invertible_adapters" in name):
+            module.forward = lambda x, m=module: integer_linear(m, x, ties)
+    if not any(isinstance(m, torch.nn.Linear) and "encoder.layer." in n for n, m in model.named_modules()):
+        raise SystemExit("no encoder Linear modules found")
+    return ties
+
+
+def main():
+    results = {}
+    for folder in sys.argv[1:]:
+        cdir = Path(folder)
+        model, case, rec = reference_model(cdir)
+        ties = quantise(model)
+        with torch.no_grad():
+            outputs, _ = run_model(model, case, rec["inputs"])
+        results[cdir.name] = {"outputs": {k: v.reshape(-1).tolist() for k, v in outputs.items()}, "near_ties": sum(ties)}
+    json.dump(results, sys.stdout)
+
+
+if __name__ == "__main__":
+    main()
