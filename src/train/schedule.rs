@@ -387,6 +387,62 @@ mod tests {
         assert_eq!(pick_random(&[0, 4, 7], 5, |j| j as u64), vec![0, 7, 4]);
     }
 
+    /// Plays `rand` as the trainer does (its draws: the run seed's `RandomSchedule` stream at
+    /// the event's step) and returns (step, layer) per unfreezing.
+    fn play_random(u: &Unfreezing, seed: u64, steps: usize) -> Vec<(usize, usize)> {
+        use crate::seed::{derive_seed, stream_seed, Purpose};
+        let mut trainable: Vec<usize> = Vec::new();
+        let mut events = Vec::new();
+        for step in 0..steps {
+            let Some(event) = u.event(step, &trainable) else { continue };
+            let Event::UnfreezeRandom(n) = event else { panic!("rand asked for {event:?}") };
+            let frozen: Vec<usize> = (0..u.num_layers).filter(|l| !trainable.contains(l)).collect();
+            let draw = stream_seed(seed, Purpose::RandomSchedule, step as u64);
+            let picks = pick_random(&frozen, n, |j| derive_seed(draw, 0, j as u64));
+            assert_eq!(picks.len(), n.min(frozen.len()));
+            for l in picks {
+                assert!(frozen.contains(&l), "step {step}: layer {l} was already trainable");
+                trainable.push(l);
+                events.push((step, l));
+            }
+        }
+        events
+    }
+
+    #[test]
+    fn random_schedule_unfreezes_a_seeded_permutation_of_all_adapters() {
+        let (layers, k) = (12, 5);
+        let u = plan("rand", layers, k);
+        let mut orders = std::collections::HashSet::new();
+        let mut first_counts = vec![0usize; layers];
+        for seed in 0..600 {
+            let events = play_random(&u, seed, layers * k + 10);
+            // Algorithm 1: one adapter at step 0, then one more every k steps, each layer once.
+            let steps: Vec<usize> = events.iter().map(|e| e.0).collect();
+            assert_eq!(steps, (0..layers).map(|i| i * k).collect::<Vec<_>>(), "seed {seed}");
+            let order: Vec<usize> = events.iter().map(|e| e.1).collect();
+            let mut sorted = order.clone();
+            sorted.sort();
+            assert_eq!(sorted, (0..layers).collect::<Vec<_>>(), "seed {seed}: a permutation of all adapters");
+            assert_eq!(events, play_random(&u, seed, layers * k + 10), "seed {seed}: reproducible");
+            first_counts[order[0]] += 1;
+            orders.insert(order);
+        }
+        assert_eq!(orders.len(), 600, "different seeds give different orders");
+        // The first pick is uniform over the 12 layers: 50 expected each; a 5-sigma band.
+        assert!(first_counts.iter().all(|&c| (15..=85).contains(&c)), "{first_counts:?}");
+        // Two per event: still each layer once, events every k steps.
+        let mut two = plan("rand", 5, 3);
+        two.per_event = 2;
+        for seed in 0..50 {
+            let events = play_random(&two, seed, 20);
+            assert_eq!(events.iter().map(|e| e.0).collect::<Vec<_>>(), [0, 3, 3, 6, 6]);
+            let mut layers: Vec<usize> = events.iter().map(|e| e.1).collect();
+            layers.sort();
+            assert_eq!(layers, [0, 1, 2, 3, 4], "seed {seed}");
+        }
+    }
+
     #[test]
     fn names_round_trip() {
         for name in ["standard", "lpft", "gu", "gu-rev", "rand", "fun", "order:10,1,0"] {
