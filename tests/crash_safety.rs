@@ -33,11 +33,27 @@ fn kill(mut child: Child, dir: &Path) -> bool {
     cli::leftovers(dir).iter().any(|name| name.ends_with(&suffix))
 }
 
-/// Waits until `child` has started writing `out` (its staging directory is there) or has
-/// ended.
-fn wait_for_staging(child: &mut Child, out: &Path) {
-    let staging = out.with_file_name(format!(".{}.staging-{}", out.file_name().unwrap().to_str().unwrap(), child.id()));
-    while child.try_wait().unwrap().is_none() && !staging.exists() {
+/// Every path under `dir` with its size and modification time.
+fn snapshot(dir: &Path) -> Vec<(PathBuf, u64, std::time::SystemTime)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else { continue };
+        for entry in entries.flatten() {
+            let Ok(meta) = entry.metadata() else { continue };
+            out.push((entry.path(), meta.len(), meta.modified().unwrap()));
+            if meta.is_dir() {
+                stack.push(entry.path());
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Waits until `child` has started writing under `dir` (anything there changed) or has ended.
+fn wait_for_writing(child: &mut Child, dir: &Path, before: &[(PathBuf, u64, std::time::SystemTime)]) {
+    while child.try_wait().unwrap().is_none() && snapshot(dir) == before {
         std::thread::sleep(Duration::from_millis(1));
     }
 }
@@ -175,12 +191,13 @@ fn killed_exports_and_evals_never_leave_a_partial_result() {
     let out = exports.join("tiny");
     let mut in_write = 0;
     for k in 0..6 {
+        let before = snapshot(&exports);
         let mut child = spawn(&mut tiny.export(&run, &out));
         if k % 2 == 0 {
             std::thread::sleep(export_time.mul_f64(1.2 * delays.next_unit()));
         } else {
             // Aimed at the writing of the files.
-            wait_for_staging(&mut child, &out);
+            wait_for_writing(&mut child, &exports, &before);
             std::thread::sleep(Duration::from_millis(20).mul_f64(delays.next_unit()));
         }
         in_write += usize::from(kill(child, &exports));
