@@ -80,23 +80,41 @@ fn qa_windows_cover_the_context_and_label_the_answer() {
     // 4 question tokens + 3 special tokens leave 7 context tokens per window, 3 shared.
     let features = qa_features(&tokenizer, &[example], 14, 3).unwrap();
     assert!(features.len() > 1);
-    let context_tokens: usize = tokenizer.encode(context, false).unwrap().len();
-    let mut covered = Vec::new();
+    let context_words: Vec<&str> = context.split(' ').collect();
+    let mut windows: Vec<Vec<(usize, usize)>> = Vec::new();
     for feature in &features {
-        assert!(feature.sequence.len() <= 14);
-        assert_eq!(&feature.sequence.input_ids[..6], ids(&tokenizer, "[CLS] where is the capital [SEP]"));
-        let spans: Vec<(usize, usize)> = feature.context_offsets.iter().flatten().copied().collect();
-        assert_eq!(feature.context_offsets.iter().filter(|o| o.is_some()).count(), spans.len());
-        covered.extend(spans);
+        let sequence = &feature.sequence;
+        assert!(sequence.len() <= 14);
+        assert_eq!(&sequence.input_ids[..6], ids(&tokenizer, "[CLS] where is the capital [SEP]"));
+        assert_eq!(sequence.input_ids.last(), ids(&tokenizer, "[SEP]").last());
+        // Context tokens are exactly the positions between the two [SEP]s, and each one's
+        // offsets cut its own word out of the context.
+        let n = sequence.len();
+        for (i, offset) in feature.context_offsets.iter().enumerate() {
+            assert_eq!(offset.is_some(), (6..n - 1).contains(&i), "position {i}");
+            if let Some((from, to)) = *offset {
+                assert_eq!(ids(&tokenizer, &context[from..to]), [sequence.input_ids[i]], "position {i}");
+            }
+        }
+        windows.push(feature.context_offsets.iter().flatten().copied().collect());
         if feature.start_position != CLS_INDEX {
             let (s, e) = (feature.start_position, feature.end_position);
             let (from, to) = (feature.context_offsets[s].unwrap().0, feature.context_offsets[e].unwrap().1);
             assert_eq!(&context[from..to], "the capital of france");
         }
     }
-    covered.sort();
-    covered.dedup();
-    assert_eq!(covered.len(), context_tokens, "every context token is in some window");
+    // 7 context tokens per window but the last; consecutive windows share exactly 3; together
+    // they are the context's words in order, each once.
+    assert!(windows[..windows.len() - 1].iter().all(|w| w.len() == 7), "{windows:?}");
+    for pair in windows.windows(2) {
+        assert_eq!(pair[0][4..], pair[1][..3], "the stride");
+    }
+    let mut covered: Vec<(usize, usize)> = windows[0].clone();
+    for w in &windows[1..] {
+        covered.extend(&w[3..]);
+    }
+    let words: Vec<&str> = covered.iter().map(|&(from, to)| &context[from..to]).collect();
+    assert_eq!(words, context_words);
     assert!(features.iter().any(|f| f.start_position != CLS_INDEX));
     assert!(features.iter().any(|f| f.start_position == CLS_INDEX), "a window without the answer points at CLS");
 }

@@ -6,7 +6,8 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use toolkit::model::Weights;
+use toolkit::model::head::HeadType;
+use toolkit::model::{ComposedModel, ModelFiles, Weights};
 use toolkit::train::{Trainer, TrainConfig};
 
 /// A model directory (the tiny fixture BERT plus a WordPiece vocabulary of its size), its
@@ -25,14 +26,19 @@ impl Setup {
     }
 
     fn config(&self, out: &str, extra: &str) -> TrainConfig {
+        self.config_for(out, "copa", "train.jsonl", "val.jsonl", extra)
+    }
+
+    /// A run of `task` on `train` and `validation` (files in the setup's folder).
+    fn config_for(&self, out: &str, task: &str, train: &str, validation: &str, extra: &str) -> TrainConfig {
         let fixture = common::tiny::lang_adapter();
         let text = format!(
-            "model = {:?}\nlang_adapter = {:?}\ntask = \"copa\"\ntrain_file = {:?}\nvalidation_file = {:?}\nout = {:?}\n\
+            "model = {:?}\nlang_adapter = {:?}\ntask = {task:?}\ntrain_file = {:?}\nvalidation_file = {:?}\nout = {:?}\n\
              max_length = 16\nbatch_size = 16\nseed = 5\nthreads = 1\n{extra}",
             self.root.join("model"),
             fixture,
-            self.root.join("train.jsonl"),
-            self.root.join("val.jsonl"),
+            self.root.join(train),
+            self.root.join(validation),
             self.root.join(out),
         );
         let path = self.root.join(format!("{out}.toml"));
@@ -41,6 +47,48 @@ impl Setup {
     }
 }
 
+/// Filler words of the tiny vocabulary (`common::tiny`), none of them a marker below.
+const FILLERS: [&str; 17] = ["dog", "ran", "sat", "ate", "rain", "sun", "cold", "hot", "big", "old", "new", "red", "blue", "tree", "house", "car", "food"];
+
+/// A small linear congruential generator, so the files are the same on every run.
+fn lcg(seed: u64) -> impl FnMut(usize) -> usize {
+    let mut state = seed;
+    move |m| {
+        state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        ((state >> 33) as usize) % m
+    }
+}
+
+/// MultiNLI-format pairs whose label is the hypothesis' first word: "yes" entailment, "man"
+/// neutral, "no" contradiction.
+fn write_nli(path: &Path, n: usize, seed: u64) {
+    let mut next = lcg(seed);
+    let mut lines = String::new();
+    for i in 0..n {
+        let premise: Vec<&str> = (0..3).map(|_| FILLERS[next(FILLERS.len())]).collect();
+        let (marker, label) = [("yes", "entailment"), ("man", "neutral"), ("no", "contradiction")][next(3)];
+        let hypothesis = format!("{marker} {}", FILLERS[next(FILLERS.len())]);
+        let record = serde_json::json!({"sentence1": premise.join(" "), "sentence2": hypothesis, "gold_label": label, "pairID": format!("p{i}")});
+        lines.push_str(&format!("{record}\n"));
+    }
+    std::fs::write(path, lines).unwrap();
+}
+
+/// SQuAD-format questions whose answer is the one "yes" among six context words.
+fn write_qa(path: &Path, n: usize, seed: u64) {
+    let mut next = lcg(seed);
+    let mut articles = Vec::new();
+    for i in 0..n {
+        let mut words: Vec<&str> = (0..5).map(|_| FILLERS[next(FILLERS.len())]).collect();
+        words.insert(next(6), "yes");
+        let context = words.join(" ");
+        let start = context.find("yes").unwrap();
+        articles.push(serde_json::json!({"title": format!("t{i}"), "paragraphs": [{"context": context, "qas": [
+            {"id": format!("q{i}"), "question": "what was the cause?", "answers": [{"text": "yes", "answer_start": start}]}
+        ]}]}));
+    }
+    std::fs::write(path, serde_json::json!({"version": "1.1", "data": articles}).to_string()).unwrap();
+}
 
 fn tensors(dir: &Path, file: &str) -> Weights {
     Weights::read_safetensors(&dir.join(file), |n| Some(n.to_string())).unwrap()
@@ -237,4 +285,48 @@ fn training_starts_from_a_given_task_adapter_and_head() {
     let nli_head = common::repo().join("tests/fixtures/parity/bert_stack_cls_static/task");
     let err = Trainer::new(s.config("wrong", &format!("init_adapter = {nli_head:?}\nmax_steps = 1\n")), true).err().unwrap();
     assert!(format!("{err:#}").contains("bert_stack_cls_static/task: the head is for Classification"), "{err:#}");
+}
+
+/// NLI and QA through the trainer, as COPA above: the loss falls, validation scores the
+/// learnt rule, the run's files are written, and the best checkpoint loads with its task's head.
+#[test]
+fn nli_and_qa_runs_learn_write_their_files_and_load_back() {
+    let _guard = common::exclusive();
+    let s = Setup::new();
+    write_nli(&s.root.join("nli-train.jsonl"), 96, 11);
+    write_nli(&s.root.join("nli-val.jsonl"), 32, 12);
+    write_qa(&s.root.join("qa-train.json"), 96, 13);
+    write_qa(&s.root.join("qa-val.json"), 32, 14);
+    // (task, files, head type, lowest validation score: accuracy is a fraction, F1 a percentage)
+    let runs = [
+        ("nli", "nli-train.jsonl", "nli-val.jsonl", HeadType::Classification, 0.9),
+        ("qa", "qa-train.json", "qa-val.json", HeadType::QuestionAnswering, 90.0),
+    ];
+    for (task, train, validation, head_type, lowest) in runs {
+        let extra = "schedule = \"standard\"\nepochs = 40\nlr = 0.1\ndoc_stride = 4\n";
+        let summary = Trainer::new(s.config_for(task, task, train, validation, extra), true).unwrap().run().unwrap();
+        let run = s.root.join(task);
+        let losses: Vec<f64> = column(&run.join("metrics.csv"), "loss").iter().map(|x| x.parse().unwrap()).collect();
+        assert_eq!(losses.len(), 240, "{task}: 40 epochs of 6 updates");
+        let head: f64 = losses[..6].iter().sum::<f64>() / 6.0;
+        let tail: f64 = losses[losses.len() - 6..].iter().sum::<f64>() / 6.0;
+        eprintln!("{task}: loss {head:.3} -> {tail:.3}, best {:?}", summary.best_score);
+        assert!(tail < 0.5 * head, "{task}: loss {head:.3} -> {tail:.3}");
+        let best = summary.best_score.unwrap();
+        assert!(best >= lowest, "{task}: best validation score {best}");
+        assert_eq!(column(&run.join("validation.csv"), "step").len(), 40, "{task}: validated after each epoch");
+        for file in ["adapter.safetensors", "adapter_config.json", "head_config.json", "model_head.safetensors"] {
+            assert!(run.join("best").join(file).is_file() && run.join("last").join(file).is_file(), "{task}: {file}");
+        }
+        let files = ModelFiles {
+            model_dir: s.root.join("model"),
+            lang_adapter: Some(common::tiny::lang_adapter()),
+            task_adapter: Some(run.join("best")),
+        };
+        let model = ComposedModel::load(&files).unwrap_or_else(|e| panic!("{task}: {e:#}"));
+        let head = model.head.as_ref().unwrap_or_else(|| panic!("{task}: the checkpoint has no head"));
+        assert_eq!(head.head_type, head_type, "{task}");
+        let labels = if head_type == HeadType::Classification { 3 } else { 2 };
+        assert_eq!(head.num_outputs(), labels, "{task}: head outputs");
+    }
 }
