@@ -157,6 +157,8 @@ enum PickleDamage {
     Bytes(Vec<Edit>),
     /// Opcodes spliced in at a place.
     Opcodes(Index, Vec<Vec<u8>>),
+    /// A pickle of nothing but generated opcodes.
+    Fresh(Vec<Vec<u8>>),
     /// A storage entry cut short.
     Storage(Index, Index),
     /// The raw zip archive damaged.
@@ -178,6 +180,7 @@ fn pickle_zip_damaged() {
     let damage = prop_oneof![
         2 => kit::edits().prop_map(PickleDamage::Bytes),
         2 => (any::<Index>(), proptest::collection::vec(opcode(), 1..12)).prop_map(|(i, ops)| PickleDamage::Opcodes(i, ops)),
+        1 => proptest::collection::vec(opcode(), 1..24).prop_map(PickleDamage::Fresh),
         1 => (any::<Index>(), any::<Index>()).prop_map(|(s, n)| PickleDamage::Storage(s, n)),
         1 => kit::edits().prop_map(PickleDamage::Archive),
     ];
@@ -192,6 +195,10 @@ fn pickle_zip_damaged() {
                 let p = &mut entries[pickle].1;
                 let i = at.index(p.len() + 1);
                 p.splice(i..i, ops.concat());
+                zip(&entries)
+            }
+            PickleDamage::Fresh(ops) => {
+                entries[pickle].1 = [b"\x80\x02".to_vec(), ops.concat(), b".".to_vec()].concat();
                 zip(&entries)
             }
             PickleDamage::Storage(which, len) => {

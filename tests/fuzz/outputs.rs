@@ -2,6 +2,7 @@
 //! receive from elsewhere: `export.json`, the language-adapter map of `toolkit export`, and
 //! results CSVs.
 use proptest::prelude::*;
+use proptest::sample::Index;
 use serde_json::Value;
 use toolkit::report::results::{read_csv, to_csv, ResultRow};
 
@@ -28,6 +29,14 @@ mod export {
     enum Damage {
         Bytes(Vec<Edit>),
         Json(Vec<JsonEdit>),
+        /// One of the files the evaluator opens set to another path.
+        File(Index, String),
+    }
+
+    /// Paths that stay in a folder and paths that leave it.
+    fn file_path() -> impl Strategy<Value = String> {
+        const NAMES: &[&str] = &["x.onnx", "./x.onnx", "../x.onnx", "/etc/passwd", "a/b.onnx", "a/../x.onnx", "..", ".", "", "th.onnx/"];
+        prop_oneof![proptest::sample::select(NAMES).prop_map(str::to_string), kit::text()]
     }
 
     #[test]
@@ -37,11 +46,24 @@ mod export {
         let path = dir.path().join("export.json");
         kit::write(&path, MANIFEST.as_bytes());
         ExportManifest::load(dir.path()).expect("the seed is valid");
-        let damage = prop_oneof![1 => kit::edits().prop_map(Damage::Bytes), 2 => kit::json_edits().prop_map(Damage::Json)];
+        let damage = prop_oneof![
+            1 => kit::edits().prop_map(Damage::Bytes),
+            2 => kit::json_edits().prop_map(Damage::Json),
+            1 => (any::<Index>(), file_path()).prop_map(|(i, p)| Damage::File(i, p)),
+        ];
         kit::run("export_manifests_damaged", 1000, damage, |damage| {
             let bytes = match &damage {
                 Damage::Bytes(edits) => kit::apply(MANIFEST.as_bytes(), edits),
                 Damage::Json(edits) => kit::apply_json(&seed, edits).into_bytes(),
+                Damage::File(which, file) => {
+                    let mut v = seed.clone();
+                    match which.index(4) {
+                        0 => v["tokenizer"] = file.as_str().into(),
+                        1 => v["shared_data"] = file.as_str().into(),
+                        i => v["models"][i - 2]["file"] = file.as_str().into(),
+                    }
+                    v.to_string().into_bytes()
+                }
             };
             kit::write(&path, &bytes);
             match ExportManifest::load(dir.path()) {
@@ -64,23 +86,30 @@ mod export {
     }
 
     /// `th = "path"` maps, damaged as text and generated; every adapter it yields lies in the
-    /// map's folder.
+    /// map's folder, though there is one outside it too.
     #[test]
     fn lang_adapter_maps() {
-        let dir = tempfile::tempdir().unwrap();
-        for lang in ["th", "sw"] {
-            std::fs::create_dir_all(dir.path().join("adapters").join(lang)).unwrap();
-            kit::write(&dir.path().join("adapters").join(lang).join("adapter_config.json"), b"{}");
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("maps");
+        for adapter in [dir.join("adapters/th"), dir.join("adapters/sw"), root.path().join("elsewhere/th")] {
+            std::fs::create_dir_all(&adapter).unwrap();
+            kit::write(&adapter.join("adapter_config.json"), b"{}");
         }
         let seed = "th = \"adapters/th\"\nsw = \"adapters/sw\"\n";
-        let path = dir.path().join("lang-adapters.toml");
+        let path = dir.join("lang-adapters.toml");
+        let outside = root.path().join("elsewhere/th").display().to_string();
+        let paths = vec![
+            "adapters/th".to_string(),
+            "./adapters/sw".into(),
+            "adapters/../adapters/th".into(),
+            "../elsewhere/th".into(),
+            "adapters/../../elsewhere/th".into(),
+            outside,
+            String::new(),
+        ];
         let generated = proptest::collection::btree_map(
             kit::text(),
-            prop_oneof![
-                proptest::sample::select(&["adapters/th", "adapters/sw", "./adapters/th", "adapters/../adapters/th", "../x", "/tmp", ""][..])
-                    .prop_map(toml::Value::from),
-                kit::toml_value(),
-            ],
+            prop_oneof![proptest::sample::select(paths).prop_map(toml::Value::from), kit::toml_value()],
             0..4,
         )
         .prop_map(|m| toml::to_string(&m.into_iter().collect::<toml::Table>()).unwrap().into_bytes());
@@ -89,8 +118,10 @@ mod export {
             kit::write(&path, &bytes);
             match LangAdapters::load(&path) {
                 Ok(map) => {
+                    let inside = dir.canonicalize().unwrap();
                     for adapter in map.adapters.values() {
-                        assert!(adapter.starts_with(dir.path()), "{} leaves {}", adapter.display(), dir.path().display());
+                        let real = adapter.canonicalize().unwrap();
+                        assert!(real.starts_with(&inside), "{} leaves {}", adapter.display(), dir.display());
                     }
                 }
                 Err(err) => kit::assert_names(&err, &path),
