@@ -14,6 +14,8 @@
 #       madx-xquad run, its held-out articles: QA_SUITE=runs/madx-xquad/xquad-split/xquad-heldout.toml
 #       QA_DATA_DIR=runs/madx-xquad/xquad-split
 #   COPA_LANGS / QA_LANGS=ar,de,...     only these languages (default: all of the suite)
+#   CHECKS="copa qa"                    which of the two to run (default both; one alone is a
+#                                       partial check, and the output says so)
 #   OUT=exports/int8-check  THREADS=2  MAX_DIFF=0.5
 #   TOOLKIT=path/to/toolkit             use this binary, build nothing
 #
@@ -34,9 +36,16 @@ MAX_DIFF=${MAX_DIFF:-0.5}
 say() { printf '[check-int8] %s\n' "$*"; }
 die() { printf 'check-int8: %s\n' "$*" >&2; exit 1; }
 
-for run in "$COPA_RUN" "$QA_RUN"; do
+read -ra checks <<<"${CHECKS:-copa qa}"
+for check in "${checks[@]}"; do
+    case $check in
+        copa) run=$COPA_RUN ;;
+        qa) run=$QA_RUN ;;
+        *) die "CHECKS: unknown check \`$check' (copa, qa)" ;;
+    esac
     [ -f "$run/best/adapter_config.json" ] || die "$run: no trained task adapter (expected $run/best/adapter_config.json)"
 done
+[ "${#checks[@]}" = 2 ] || say "partial check: only ${checks[*]}"
 [ -n "$toolkit_given" ] || say "building $TOOLKIT (eval only)"
 build_toolkit --quiet --no-default-features --features eval
 mkdir -p "$OUT/results"
@@ -57,18 +66,22 @@ score() {
         fi
     done
 }
-score copa "$COPA_RUN" xcopa "$TOOLKIT_DATA_DIR" "${COPA_LANGS:-}"
-score qa "$QA_RUN" "$QA_SUITE" "$QA_DATA_DIR" "${QA_LANGS:-}"
+for check in "${checks[@]}"; do
+    case $check in
+        copa) score copa "$COPA_RUN" xcopa "$TOOLKIT_DATA_DIR" "${COPA_LANGS:-}" ;;
+        qa) score qa "$QA_RUN" "$QA_SUITE" "$QA_DATA_DIR" "${QA_LANGS:-}" ;;
+    esac
+done
 
 if [ -x "$REF_VENV/bin/python" ] && "$REF_VENV/bin/python" -c "import onnxruntime, tokenizers" 2>/dev/null; then
     say "int8 logits vs fp32 logits on real inputs"
-    "$REF_VENV/bin/python" - "$OUT" "$TOOLKIT_DATA_DIR" "$THREADS" <<'PY'
+    "$REF_VENV/bin/python" - "$OUT" "$TOOLKIT_DATA_DIR" "$THREADS" "${checks[@]}" <<'PY'
 import glob, json, sys
 import numpy as np
 import onnxruntime as ort
 from tokenizers import Tokenizer
 
-out, data, threads = sys.argv[1], sys.argv[2], int(sys.argv[3])
+out, data, threads, checks = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4:]
 
 def session(export):
     options = ort.SessionOptions()
@@ -96,31 +109,38 @@ def compare(name, batches):
     print(f"{name}: {rows} output rows, |int8 - fp32| max {d.max():.4f}, mean {d.mean():.4f} "
           f"(largest |fp32 logit| {largest:.2f}); same argmax in {100 * agree / rows:.1f}%")
 
-# COPA: premise + each choice of the first XCOPA language's first 128 items, 16 items a batch.
-tok = Tokenizer.from_file(f"{out}/copa-fp32/tokenizer.json")
-tok.no_truncation()
-items = [json.loads(l) for l in open(sorted(glob.glob(f"{data}/xcopa/*/test.*.jsonl"))[0])][:128]
-chunks = [items[i:i + 16] for i in range(0, len(items), 16)]
-compare("copa", [([tok.encode(it["premise"], it[c]) for it in chunk for c in ("choice1", "choice2")], (len(chunk), 2, -1))
-                 for chunk in chunks])
+def copa():
+    """Premise + each choice of the first XCOPA language's first 128 items, 16 items a batch."""
+    tok = Tokenizer.from_file(f"{out}/copa-fp32/tokenizer.json")
+    tok.no_truncation()
+    items = [json.loads(l) for l in open(sorted(glob.glob(f"{data}/xcopa/*/test.*.jsonl"))[0])][:128]
+    chunks = [items[i:i + 16] for i in range(0, len(items), 16)]
+    compare("copa", [([tok.encode(it["premise"], it[c]) for it in chunk for c in ("choice1", "choice2")], (len(chunk), 2, -1))
+                     for chunk in chunks])
 
-# QA: question + context of the first XQuAD language's first 64 questions, cut at 384 tokens.
-tok = Tokenizer.from_file(f"{out}/qa-fp32/tokenizer.json")
-tok.enable_truncation(384, strategy="only_second")
-squad = json.load(open(sorted(glob.glob(f"{data}/xquad/xquad.*.json"))[0]))
-pairs = [(qa["question"], p["context"]) for art in squad["data"] for p in art["paragraphs"] for qa in p["qas"]][:64]
-compare("qa", [([tok.encode(q, c) for q, c in pairs[i:i + 8]], (len(pairs[i:i + 8]), -1)) for i in range(0, len(pairs), 8)])
+def qa():
+    """Question + context of the first XQuAD language's first 64 questions, cut at 384 tokens."""
+    tok = Tokenizer.from_file(f"{out}/qa-fp32/tokenizer.json")
+    tok.enable_truncation(384, strategy="only_second")
+    squad = json.load(open(sorted(glob.glob(f"{data}/xquad/xquad.*.json"))[0]))
+    pairs = [(qa["question"], p["context"]) for art in squad["data"] for p in art["paragraphs"] for qa in p["qas"]][:64]
+    compare("qa", [([tok.encode(q, c) for q, c in pairs[i:i + 8]], (len(pairs[i:i + 8]), -1)) for i in range(0, len(pairs), 8)])
+
+for check in checks:
+    {"copa": copa, "qa": qa}[check]()
 PY
 else
     say "no $REF_VENV with onnxruntime and tokenizers: int8 logits vs fp32 not compared"
 fi
 
 say "per language: fp32, int8, int8 - fp32 (points)"
-python3 - "$OUT/results" "$MAX_DIFF" <<'PY'
+python3 - "$OUT/results" "$MAX_DIFF" "${checks[@]}" <<'PY'
 import csv, sys
-results, max_diff = sys.argv[1], float(sys.argv[2])
+results, max_diff, checks = sys.argv[1], float(sys.argv[2]), sys.argv[3:]
 worst, failed = 0.0, []
 for name, metrics in (("copa", ["accuracy"]), ("qa", ["f1", "exact_match"])):
+    if name not in checks:
+        continue
     score = {}
     for dtype in ("fp32", "int8"):
         for row in csv.DictReader(open(f"{results}/{name}-{dtype}.csv")):
