@@ -91,8 +91,10 @@ fn process_gone(pid: u32) -> bool {
 }
 
 /// A directory built beside its destination `out`; `commit` moves it into place, replacing the
-/// previous `out` in one rename, so readers see either the previous or the complete new
-/// directory. Dropped without `commit` (a failed write), it is removed and `out` is untouched.
+/// previous `out`, so readers see either the previous or the complete new directory (or, for
+/// the instant between `replace_dir`'s two renames, none: a process killed there leaves the
+/// previous one moved aside, and `clear_stale` puts it back). Dropped without `commit` (a
+/// failed write), it is removed and `out` is untouched.
 pub struct Staging {
     dir: PathBuf,
     out: PathBuf,
@@ -196,7 +198,9 @@ fn replace_dir(staging: &Path, dir: &Path) -> Result<()> {
         let _ = std::fs::rename(&old, dir);
         return Err(err).with_context(|| format!("moving {} into place", dir.display()));
     }
-    std::fs::remove_dir_all(&old).with_context(|| format!("removing {}", old.display()))
+    // The new directory is in place; what is left of the old one goes with the next write.
+    let _ = std::fs::remove_dir_all(&old);
+    Ok(())
 }
 
 #[cfg(test)]

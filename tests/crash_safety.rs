@@ -157,7 +157,7 @@ fn training_killed_at_random_points_resumes_to_the_uninterrupted_result() {
             let mut child = spawn(&mut tiny.train(&config, &run));
             if k % 2 == 0 {
                 // Anywhere in the run, start-up included.
-                std::thread::sleep(full_run.mul_f64(0.8 * delays.next_unit()));
+                std::thread::sleep(full_run.mul_f64(0.6 * delays.next_unit()));
             } else if wait_for_a_new_step(&mut child, &run, checkpoint_step(&run)) {
                 // Aimed at the checkpoint written after the step just logged.
                 std::thread::sleep(Duration::from_millis(60).mul_f64(delays.next_unit()));

@@ -90,18 +90,21 @@ fn run_files(dirs: &[PathBuf]) -> Result<Vec<RunFiles>> {
         ensure!(dir.is_dir(), "--run-dir {}: no such folder", dir.display());
         let name = dir.file_name().map_or_else(|| dir.display().to_string(), |n| n.to_string_lossy().into_owned());
         let run = RunDir::new(dir);
-        let (fisher, schedule) = (run.fisher_csv(), run.schedule_csv());
-        if fisher.is_file() {
-            plots::read_rows::<plots::FisherRow>(&fisher)?;
-        } else {
-            eprintln!("note: {} has no fisher.csv", dir.display());
+        let fisher = Some(run.fisher_csv()).filter(|p| p.is_file());
+        let schedule = Some(run.schedule_csv()).filter(|p| p.is_file());
+        match &fisher {
+            Some(path) => {
+                plots::read_rows::<plots::FisherRow>(path)?;
+            }
+            None => eprintln!("note: {} has no fisher.csv", dir.display()),
         }
-        if schedule.is_file() {
-            plots::read_rows::<plots::ScheduleRow>(&schedule)?;
-        } else {
-            eprintln!("note: {} has no schedule.csv", dir.display());
+        match &schedule {
+            Some(path) => {
+                plots::read_rows::<plots::ScheduleRow>(path)?;
+            }
+            None => eprintln!("note: {} has no schedule.csv", dir.display()),
         }
-        runs.push(RunFiles { name, fisher: fisher.is_file().then_some(fisher), schedule: schedule.is_file().then_some(schedule) });
+        runs.push(RunFiles { name, fisher, schedule });
     }
     Ok(runs)
 }
