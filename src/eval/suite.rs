@@ -101,7 +101,7 @@ impl Suite {
     /// `eval-suites/NAME.toml` in the current directory and above the executable.
     pub fn load(name_or_path: &str) -> Result<Suite> {
         let path = resolve(name_or_path)?;
-        let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+        let text = crate::data::read_text(&path)?;
         let suite: Suite = toml::from_str(&text).with_context(|| format!("{}: not a valid suite", path.display()))?;
         suite.validate().with_context(|| format!("{}: not a valid suite", path.display()))?;
         Ok(suite)

@@ -82,7 +82,7 @@ fn from_folder(dir: &Path) -> Result<BTreeMap<String, PathBuf>> {
 }
 
 fn from_toml(path: &Path) -> Result<BTreeMap<String, PathBuf>> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let text = crate::data::read_text(path)?;
     let table: toml::Table = text.parse().with_context(|| format!("{}: not valid TOML", path.display()))?;
     let base = path.parent().unwrap_or(Path::new("."));
     let mut out = BTreeMap::new();

@@ -94,7 +94,7 @@ impl AdapterConfig {
     /// Reads an adapter directory's `adapter_config.json`: the config plus the name the
     /// adapter was saved under and the hidden size it was trained for.
     pub fn load(path: &Path) -> Result<SavedAdapterConfig> {
-        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let text = crate::data::read_text(path)?;
         let value: Value = serde_json::from_str(&text).with_context(|| format!("{}: not valid JSON", path.display()))?;
         SavedAdapterConfig::from_json(&value).with_context(|| format!("in adapter config {}", path.display()))
     }

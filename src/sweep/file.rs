@@ -123,7 +123,7 @@ const RESERVED: [&str; 1] = ["out"];
 
 impl Sweep {
     pub fn load(file: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(file).with_context(|| format!("reading sweep file {}", file.display()))?;
+        let text = crate::data::read_text(file)?;
         let spec: SweepToml = toml::from_str(&text).with_context(|| format!("{}: not a valid sweep file", file.display()))?;
         let where_ = file.display();
         if spec.name.is_empty() || spec.name.contains(|c: char| !is_name_char(c)) {

@@ -208,7 +208,7 @@ impl TrainConfig {
         let where_ = file.map_or("the command line".to_string(), |p| p.display().to_string());
         let mut table = match file {
             Some(path) => {
-                let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+                let text = crate::data::read_text(path)?;
                 // Relative paths stay relative to the working directory, like every other path
                 // the user types.
                 toml::from_str(&text).with_context(|| format!("{}: not valid TOML", path.display()))?

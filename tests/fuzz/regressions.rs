@@ -78,3 +78,24 @@ fn sweep_grid_too_large_to_expand() {
     let err = format!("{:#}", toolkit::sweep::file::Sweep::load(&path).unwrap_err());
     assert!(err.contains(&path.display().to_string()) && err.contains("[grid] has more than 100000 runs"), "{err}");
 }
+
+/// Config files with a byte that is not UTF-8 named the file but not where ("stream did not
+/// contain valid UTF-8").
+#[cfg(feature = "train")]
+#[test]
+fn configs_that_are_not_utf8_name_the_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("file");
+    std::fs::write(&path, b"a = 1\nb = \"\xff\"\n").unwrap();
+    let errors = [
+        toolkit::train::TrainConfig::resolve(Some(&path), toml::Table::new()).map(|_| ()),
+        toolkit::sweep::file::Sweep::load(&path).map(|_| ()),
+        toolkit::eval::Suite::load(path.to_str().unwrap()).map(|_| ()),
+        toolkit::export::lang_adapters::LangAdapters::load(&path).map(|_| ()),
+        toolkit::model::AdapterConfig::load(&path).map(|_| ()),
+    ];
+    for err in errors {
+        let err = format!("{:#}", err.unwrap_err());
+        assert!(err.contains(&format!("{}:2: not UTF-8 text (byte 11)", path.display())), "{err}");
+    }
+}
