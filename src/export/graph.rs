@@ -17,8 +17,8 @@ use toolkit_onnx::onnx::{GraphProto, TensorProto};
 use toolkit_onnx::{Attr, Dim, ElemType, GraphBuilder};
 
 use crate::model::config::HiddenAct;
-use crate::model::weights::Entry;
 use crate::model::head::HeadInput;
+use crate::model::weights::Entry;
 use crate::model::{Activation, AdapterSpec, Arch, ComposedModel, Head, HeadType};
 
 /// Storage and compute type of the exported float tensors.
@@ -73,7 +73,7 @@ pub fn input_names(arch: Arch) -> &'static [&'static str] {
 
 /// Builds the graph of `model` (with whatever adapters it holds) and its head. With
 /// `int8_lang_adapter`, the language adapter's linear weights are stored as int8 (see
-/// `quantized_weight`).
+/// `quantized_weight`); an int8 `dtype` makes them integer projections in any case.
 pub fn encoder_graph(
     model: &ComposedModel,
     dtype: Dtype,
