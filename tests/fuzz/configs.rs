@@ -173,3 +173,25 @@ fn suites_damaged() {
         Ok(())
     });
 }
+
+const SUITE_KEYS: &[&str] = &[
+    "name", "description", "task", "source_language", "languages", "split", "metrics", "primary_metric", "labels",
+    "answer_normalization", "features", "data", "overrides",
+];
+
+/// The shipped suites with a few of their keys set to generated values.
+#[test]
+fn suites_generated() {
+    let seeds = seeds("eval-suites");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("suite.toml");
+    kit::run("suites_generated", 600, (0..seeds.len(), kit::toml_table(SUITE_KEYS)), |(seed, keys)| {
+        let mut table: toml::Table = seeds[seed].1.parse().unwrap();
+        table.extend(keys);
+        kit::write(&path, toml::to_string(&table).unwrap().as_bytes());
+        if let Err(err) = Suite::load(path.to_str().unwrap()) {
+            check(&err, &path);
+        }
+        Ok(())
+    });
+}
