@@ -182,6 +182,8 @@ impl LangTrainer {
         let device = crate::device::torch_device(args.device)?;
         let run = RunDir::new(&args.out);
         std::fs::create_dir_all(run.root()).with_context(|| format!("creating {}", run.root().display()))?;
+        // A run killed while replacing last/ may have left it moved aside.
+        crate::fsx::clear_stale(&run.last())?;
         let resume = run.last().join(STATE_FILE).exists();
         check_config(&run, &args, resume)?;
 
