@@ -286,35 +286,45 @@ fn qa_scores_and_answers_follow_the_reference_logits() {
     assert_close(value(&rows, "avg", "f1"), 100.0 / 3.0, "avg F1 (de only)");
 }
 
-/// Accuracy on the reference inputs written back as NLI pairs: the expected predictions are
-/// the reference logits' argmax, for two models that predict different classes.
+/// Accuracy on NLI pairs whose predictions are known: the reference inputs written back as
+/// text (expected: the reference logits' argmax) and pairs of vocabulary words (expected: the
+/// exported model run here on token ids built by hand), for two models.
 #[test]
 fn classification_accuracy_follows_the_reference_logits() {
-    // Gold labels per language, as (reference row, label) items.
+    // Pairs 0 and 1 are reference rows 0 and 1; then word pairs.
+    let word_pairs = [("the man turned on the faucet", "water flowed"), ("cat sleeping", "the shop closed"), ("owner", "tired tired"), ("sunday", "the city of rhein")];
+    // Gold labels per language, as (pair, label) items.
     let items: [(&str, &[(usize, &str)]); 3] = [
-        ("en", &[(0, "entailment"), (1, "entailment"), (0, "neutral")]),
-        ("de", &[(1, "entailment"), (0, "neutral"), (1, "neutral"), (0, "neutral"), (1, "contradiction")]),
-        ("fr", &[(0, "neutral"), (1, "entailment"), (0, "entailment"), (1, "contradiction")]),
+        ("en", &[(0, "entailment"), (1, "entailment"), (0, "neutral"), (2, "neutral"), (3, "contradiction")]),
+        ("de", &[(1, "entailment"), (0, "neutral"), (1, "neutral"), (4, "neutral"), (5, "contradiction"), (2, "entailment")]),
+        ("fr", &[(0, "neutral"), (1, "entailment"), (0, "entailment"), (1, "contradiction"), (5, "neutral"), (3, "entailment")]),
     ];
     let labels = ["entailment", "neutral", "contradiction"];
-    let mut predicted_classes = Vec::new();
+    let argmax = |row: &[f64]| row.iter().enumerate().fold(0, |best, (i, v)| if *v > row[best] { i } else { best });
+    let (mut reference_classes, mut distinct_classes) = (Vec::new(), Vec::new());
     for case_name in ["bert_stack_cls_hf", "bert_stack_cls_custom"] {
         let case = Case::load(&repo().join("tests/fixtures/parity").join(case_name));
-        let pairs = reference_pairs(&case);
-        let logits = reference_rows(&case, "logits");
-        let predicted: Vec<&str> = logits
-            .iter()
-            .map(|row| labels[row.iter().enumerate().fold(0, |best, (i, v)| if *v > row[best] { i } else { best })])
-            .collect();
-        predicted_classes.push(predicted.clone());
-
         let root = tempfile::tempdir().unwrap();
         let models = export_fixture(root.path(), case_name, &["en", "de", "fr"]);
+        let mut pairs: Vec<(String, String, &str)> = Vec::new();
+        let logits = reference_rows(&case, "logits");
+        for (row, premise, hypothesis) in reference_pairs(&case) {
+            pairs.push((text_of(&premise), text_of(&hypothesis), labels[argmax(&logits[row])]));
+        }
+        reference_classes.push(pairs.iter().map(|p| p.2).collect::<Vec<_>>());
+        let rows: Vec<(Vec<i64>, Vec<i64>)> = word_pairs.iter().map(|(a, b)| pair_row(a, b)).collect();
+        let word_logits = model_logits(&models.join("en.onnx"), &rows, false);
+        for ((a, b), row) in word_pairs.iter().zip(word_logits.chunks(3)) {
+            let row: Vec<f64> = row.iter().map(|&v| f64::from(v)).collect();
+            pairs.push((a.to_string(), b.to_string(), labels[argmax(&row)]));
+        }
+        distinct_classes.push(pairs.iter().map(|p| p.2).collect::<std::collections::BTreeSet<_>>().len());
+
         let mut lines = String::new();
         for (lang, items) in &items {
-            for (i, (row, label)) in items.iter().enumerate() {
-                let (_, premise, hypothesis) = pairs.iter().find(|p| p.0 == *row).unwrap();
-                let record = json!({"language": lang, "gold_label": label, "sentence1": text_of(premise), "sentence2": text_of(hypothesis), "pairID": format!("{lang}{i}")});
+            for (i, (pair, label)) in items.iter().enumerate() {
+                let (premise, hypothesis, _) = &pairs[*pair];
+                let record = json!({"language": lang, "gold_label": label, "sentence1": premise, "sentence2": hypothesis, "pairID": format!("{lang}{i}")});
                 lines.push_str(&format!("{record}\n"));
             }
         }
@@ -345,7 +355,7 @@ select_language = true
         assert_eq!(rows.len(), 3 + 2);
         let mut targets = Vec::new();
         for (lang, items) in &items {
-            let right = items.iter().filter(|(row, label)| predicted[*row] == *label).count();
+            let right = items.iter().filter(|(pair, label)| pairs[*pair].2 == *label).count();
             let expected = 100.0 * right as f64 / items.len() as f64;
             assert_close(value(&rows, lang, "accuracy"), expected, &format!("{case_name} {lang}"));
             if *lang != "en" {
@@ -355,27 +365,20 @@ select_language = true
         assert_close(value(&rows, "avg", "accuracy"), targets.iter().sum::<f64>() / 2.0, &format!("{case_name} avg"));
         assert!(!out.with_extension("predictions").exists());
     }
-    // The two models predict different classes for the rows used, so one fixed answer cannot
-    // pass both.
-    assert_ne!(predicted_classes[0][..2], predicted_classes[1][..2]);
+    // The two models' reference rows get different classes, so one fixed answer cannot pass
+    // both; and the first model's pairs get several, so predictions given to the wrong items
+    // would show.
+    assert_ne!(reference_classes[0], reference_classes[1]);
+    assert!(distinct_classes[0] >= 2, "{distinct_classes:?}");
 }
 
-/// The exported model's logits for one COPA item, built by hand: `[CLS] premise what was the
-/// cause|effect ? [SEP] choice [SEP]` per choice, right-padded.
-fn choice_logits(model: &Path, premise: &str, question: &str, choices: [&str; 2]) -> Vec<f32> {
-    let context = ids_of(&format!("[CLS] {premise} what was the {question} ? [SEP]"));
-    let rows: Vec<(Vec<i64>, Vec<i64>)> = choices
-        .iter()
-        .map(|c| {
-            let choice = ids_of(&format!("{c} [SEP]"));
-            let types = [vec![0; context.len()], vec![1; choice.len()]].concat();
-            ([context.clone(), choice].concat(), types)
-        })
-        .collect();
+/// The exported model's logits for `rows` of (input ids, token types), right-padded into one
+/// batch of shape `[rows]` (classification) or `[1, rows]` (the choices of one item).
+fn model_logits(model: &Path, rows: &[(Vec<i64>, Vec<i64>)], choices: bool) -> Vec<f32> {
     let width = rows.iter().map(|r| r.0.len()).max().unwrap();
     assert!(width <= 16, "the tiny model has 16 positions");
     let (mut ids, mut types, mut mask) = (Vec::new(), Vec::new(), Vec::new());
-    for (row_ids, row_types) in &rows {
+    for (row_ids, row_types) in rows {
         let pad = width - row_ids.len();
         ids.extend(row_ids.iter().copied().chain(std::iter::repeat_n(0, pad)));
         types.extend(row_types.iter().copied().chain(std::iter::repeat_n(0, pad)));
@@ -383,13 +386,28 @@ fn choice_logits(model: &Path, premise: &str, question: &str, choices: [&str; 2]
     }
     let config = SessionConfig { device: toolkit::runtime::Device::Cpu, intra_threads: Some(1), ..SessionConfig::default() };
     let mut session = runtime::session_with(model, &config).unwrap().session;
-    let shape = [1usize, 2, width];
+    let shape = if choices { vec![1, rows.len(), width] } else { vec![rows.len(), width] };
     let inputs: Vec<(String, Tensor<i64>)> = [("input_ids", ids), ("attention_mask", mask), ("token_type_ids", types)]
         .into_iter()
-        .map(|(name, data)| (name.to_string(), Tensor::from_array((shape, data)).unwrap()))
+        .map(|(name, data)| (name.to_string(), Tensor::from_array((shape.clone(), data)).unwrap()))
         .collect();
     let outputs = session.run(inputs).unwrap();
     outputs["logits"].try_extract_tensor::<f32>().unwrap().1.to_vec()
+}
+
+/// `[CLS] first [SEP] second [SEP]` with token types 0 then 1, from vocabulary words.
+fn pair_row(first: &str, second: &str) -> (Vec<i64>, Vec<i64>) {
+    let (a, b) = (ids_of(&format!("[CLS] {first} [SEP]")), ids_of(&format!("{second} [SEP]")));
+    let types = [vec![0; a.len()], vec![1; b.len()]].concat();
+    ([a, b].concat(), types)
+}
+
+/// The exported model's logits for one COPA item, built by hand: `[CLS] premise what was the
+/// cause|effect ? [SEP] choice [SEP]` per choice.
+fn choice_logits(model: &Path, premise: &str, question: &str, choices: [&str; 2]) -> Vec<f32> {
+    let rows: Vec<(Vec<i64>, Vec<i64>)> =
+        choices.iter().map(|c| pair_row(&format!("{premise} what was the {question} ?"), c)).collect();
+    model_logits(model, &rows, true)
 }
 
 /// COPA items through the eval against the same items run through the exported model by hand
