@@ -11,7 +11,6 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use common::{max_abs_diff, parity_cases, Case};
-use ort::value::Tensor;
 use toolkit::export::{export, Dtype, ExportPlan};
 use toolkit::runtime::{self, Device, SessionConfig};
 use toolkit_onnx::onnx::ModelProto;
@@ -42,28 +41,6 @@ fn export_case(case: &Case, root: &Path, dtype: Dtype) -> PathBuf {
     plan.out.join(&summary.manifest.models[0].file)
 }
 
-/// The model's outputs on the case's padded batch, by name.
-fn run(model: &Path, case: &Case) -> BTreeMap<String, Vec<f64>> {
-    let config = SessionConfig { device: Device::Cpu, intra_threads: Some(1), ..SessionConfig::default() };
-    let mut session = runtime::session_with(model, &config).unwrap().session;
-    let mut inputs: Vec<(String, Tensor<i64>)> = Vec::new();
-    for name in ["input_ids", "attention_mask", "token_type_ids"] {
-        if let Some((data, shape)) = case.input(name) {
-            if session.inputs().iter().any(|i| i.name() == name) {
-                inputs.push((name.to_string(), Tensor::from_array((shape, data)).unwrap()));
-            }
-        }
-    }
-    let outputs = session.run(inputs).unwrap();
-    outputs
-        .iter()
-        .map(|(name, value)| {
-            let (_, data) = value.try_extract_tensor::<f32>().unwrap();
-            (name.to_string(), data.iter().map(|&v| v as f64).collect())
-        })
-        .collect()
-}
-
 fn load_model(path: &Path) -> ModelProto {
     ModelProto::decode(std::fs::read(path).unwrap().as_slice()).unwrap()
 }
@@ -88,11 +65,11 @@ fn int8_exports_stay_close_to_fp32_exports() {
     for dir in parity_cases() {
         let case = Case::load(&dir);
         let (fp32_root, int8_root) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-        let fp32 = run(&export_case(&case, fp32_root.path(), Dtype::Fp32), &case);
+        let fp32 = common::run_onnx(&export_case(&case, fp32_root.path(), Dtype::Fp32), &case);
         let int8_model = export_case(&case, int8_root.path(), Dtype::Int8);
-        let int8 = run(&int8_model, &case);
-        for (name, exact) in &fp32 {
-            let diff = max_abs_diff(&int8[name], exact);
+        let int8 = common::run_onnx(&int8_model, &case);
+        for (name, (exact, _)) in &fp32 {
+            let diff = max_abs_diff(&int8[name].0, exact);
             let bound = int8_bound(&int8_model, exact.iter().fold(0f64, |m, v| m.max(v.abs())));
             report.push(format!("{:<24} {name:<13} {diff:.2e} (bound {bound:.2e})", case.name()));
             assert!(diff < bound, "{}: `{name}` moved by {diff:e}, over the bound {bound:e}", case.name());
@@ -178,11 +155,11 @@ fn int8_exports_match_a_numpy_reference_of_the_same_rules() {
         let case = Case::load(dir);
         let root = tempfile::tempdir().unwrap();
         let model = export_case(&case, root.path(), Dtype::Int8);
-        let ours = run(&model, &case);
+        let ours = common::run_onnx(&model, &case);
         let expected = &reference[&case.name()];
         tight += usize::from(expected.near_ties == 0);
         for (name, values) in &expected.outputs {
-            let diff = max_abs_diff(&ours[name], values);
+            let diff = max_abs_diff(&ours[name].0, values);
             let largest = values.iter().fold(0f64, |m, v| m.max(v.abs()));
             let bound = if expected.near_ties == 0 { 1e-5 * largest } else { int8_bound(&model, largest) };
             let mark = if diff < bound { "" } else { "  OVER" };

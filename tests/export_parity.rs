@@ -12,7 +12,6 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use common::{max_abs_diff, parity_cases, Case};
-use ort::value::Tensor;
 use toolkit::export::{export, Dtype, ExportManifest, ExportPlan};
 use toolkit::model::weights::{write_safetensors, Tensor as WeightTensor, Weights};
 use toolkit::runtime::{self, Device, Provider, SessionConfig};
@@ -48,29 +47,6 @@ fn plan(case: &Case, root: &Path, languages: &[&str], dtype: Dtype) -> ExportPla
     }
 }
 
-/// Runs the exported model on the case's inputs; returns each output as (flat data, shape).
-fn run(model: &Path, case: &Case) -> BTreeMap<String, (Vec<f64>, Vec<usize>)> {
-    let config = SessionConfig { device: Device::Cpu, intra_threads: Some(1), ..SessionConfig::default() };
-    let mut session = runtime::session_with(model, &config).unwrap().session;
-    let mut inputs: Vec<(String, Tensor<i64>)> = Vec::new();
-    for name in ["input_ids", "attention_mask", "token_type_ids"] {
-        if let Some((data, shape)) = case.input(name) {
-            if session.inputs().iter().any(|i| i.name() == name) {
-                inputs.push((name.to_string(), Tensor::from_array((shape, data)).unwrap()));
-            }
-        }
-    }
-    let outputs = session.run(inputs).unwrap();
-    outputs
-        .iter()
-        .map(|(name, value)| {
-            let (shape, data) = value.try_extract_tensor::<f32>().unwrap();
-            let shape: Vec<usize> = shape.iter().map(|&d| d as usize).collect();
-            (name.to_string(), (data.iter().map(|&v| v as f64).collect(), shape))
-        })
-        .collect()
-}
-
 /// Exports every case and compares; returns (case, output, max abs diff) rows.
 fn check_all_cases(dtype: Dtype, tolerance: f64) -> Vec<String> {
     let mut report = Vec::new();
@@ -80,7 +56,7 @@ fn check_all_cases(dtype: Dtype, tolerance: f64) -> Vec<String> {
         let plan = plan(&case, root.path(), &["xx"], dtype);
         let summary = export(&plan).unwrap_or_else(|e| panic!("{}: {e:#}", case.name()));
         let model = plan.out.join(&summary.manifest.models[0].file);
-        let ours = run(&model, &case);
+        let ours = common::run_onnx(&model, &case);
         for (name, expected, shape) in case.outputs() {
             let (got, got_shape) = ours.get(&name).unwrap_or_else(|| panic!("{}: no output `{name}`", case.name()));
             assert_eq!(got_shape, &shape, "{}: shape of `{name}`", case.name());
@@ -124,7 +100,7 @@ fn int8_language_adapters_compute_the_rounded_weights_exactly() {
                 plan.languages = vec![(Some("xx".into()), Some(lang.to_path_buf()))];
                 plan.int8_lang_adapters = int8;
                 let summary = export(&plan).unwrap_or_else(|e| panic!("{}: {e:#}", case.name()));
-                run(&plan.out.join(&summary.manifest.models[0].file), &case)
+                common::run_onnx(&plan.out.join(&summary.manifest.models[0].file), &case)
             };
             let int8 = outputs(&format!("int8-{dtype:?}"), true, &lang_dir);
             let rounded = outputs(&format!("rounded-{dtype:?}"), false, &rounded_dir);
@@ -230,7 +206,7 @@ fn languages_share_one_external_data_file() {
 
         // Every language's model runs from the shared file.
         let expected = &case.outputs()[0].1;
-        let got = &run(&plan.out.join(format!("{lang}.onnx")), &case)["logits"].0;
+        let got = &common::run_onnx(&plan.out.join(format!("{lang}.onnx")), &case)["logits"].0;
         assert!(max_abs_diff(got, expected) < FP32_TOLERANCE, "{lang}");
     }
     // The shared file is written once: its size is that of one language's shared weights.

@@ -139,3 +139,30 @@ pub fn test_device_arg() -> String {
     use clap::ValueEnum;
     test_device().to_possible_value().expect("every device has a name").get_name().to_string()
 }
+
+/// Runs an exported model on the case's inputs (those the model takes) on `test_device()`;
+/// returns each output as (flat data, shape).
+#[cfg(feature = "eval")]
+pub fn run_onnx(model: &Path, case: &Case) -> std::collections::BTreeMap<String, (Vec<f64>, Vec<usize>)> {
+    use ort::value::Tensor;
+    use toolkit::runtime::{self, SessionConfig};
+    let config = SessionConfig { device: test_device(), intra_threads: Some(1), ..SessionConfig::default() };
+    let mut session = runtime::session_with(model, &config).unwrap().session;
+    let mut inputs: Vec<(String, Tensor<i64>)> = Vec::new();
+    for name in ["input_ids", "attention_mask", "token_type_ids"] {
+        if let Some((data, shape)) = case.input(name) {
+            if session.inputs().iter().any(|i| i.name() == name) {
+                inputs.push((name.to_string(), Tensor::from_array((shape, data)).unwrap()));
+            }
+        }
+    }
+    let outputs = session.run(inputs).unwrap();
+    outputs
+        .iter()
+        .map(|(name, value)| {
+            let (shape, data) = value.try_extract_tensor::<f32>().unwrap();
+            let shape: Vec<usize> = shape.iter().map(|&d| d as usize).collect();
+            (name.to_string(), (data.iter().map(|&v| v as f64).collect(), shape))
+        })
+        .collect()
+}
