@@ -141,29 +141,11 @@ fn assert_close(got: f64, expected: f64, what: &str) {
     assert!((got - expected).abs() < 1e-9, "{what}: {got}, expected {expected}");
 }
 
-const QA_SUITE: &str = r#"
-name = "tiny-mlqa"
-description = "MLQA fixtures on a 16-position model"
-task = "question-answering"
-source_language = "en"
-languages = ["en", "de"]
-split = "test"
-metrics = ["f1", "exact_match"]
-primary_metric = "f1"
-answer_normalization = "mlqa-v1"
-[features]
-max_length = 16
-doc_stride = 2
-[data]
-format = "squad"
-path = "mlqa/MLQA_V1/test/test-context-{lang}-question-{lang}.json"
-"#;
-
 #[test]
 fn qa_suite_writes_results_and_predictions_independent_of_batching() {
     let root = tempfile::tempdir().unwrap();
     let models = export_fixture(root.path(), "bert_stack_qa_hf", &["en", "de"]);
-    let suite = write_suite(root.path(), QA_SUITE);
+    let suite = write_suite(root.path(), common::TINY_MLQA_SUITE);
     let data = repo().join("tests/fixtures/data");
 
     let big = root.path().join("big/results.csv");
@@ -269,7 +251,7 @@ fn qa_scores_and_answers_follow_the_reference_logits() {
             .collect();
         std::fs::write(data.join(format!("{lang}.json")), json!({"data": qas, "version": "1.1"}).to_string()).unwrap();
     }
-    let suite = write_suite(root.path(), &QA_SUITE.replace("mlqa/MLQA_V1/test/test-context-{lang}-question-{lang}.json", "{lang}.json"));
+    let suite = write_suite(root.path(), &common::TINY_MLQA_SUITE.replace("mlqa/MLQA_V1/test/test-context-{lang}-question-{lang}.json", "{lang}.json"));
     let out = root.path().join("qa/results.csv");
     run(&args(suite, models, data, out.clone())).unwrap();
 
@@ -482,12 +464,12 @@ fn bad_inputs_fail_clearly_and_write_nothing() {
     let fixtures = repo().join("tests/fixtures/data");
 
     // A language file that is not there.
-    let suite = write_suite(root.path(), &QA_SUITE.replace("test-context-{lang}", "missing-{lang}"));
+    let suite = write_suite(root.path(), &common::TINY_MLQA_SUITE.replace("test-context-{lang}", "missing-{lang}"));
     let err = format!("{:#}", run(&args(suite, models.clone(), fixtures.clone(), out.clone())).unwrap_err());
     assert!(err.contains("missing-de-question-de.json") && err.contains("data files missing"), "{err}");
 
     // An export that has no model for a language of the suite.
-    let suite = write_suite(root.path(), &QA_SUITE.replace(r#"["en", "de"]"#, r#"["en", "de", "ar"]"#));
+    let suite = write_suite(root.path(), &common::TINY_MLQA_SUITE.replace(r#"["en", "de"]"#, r#"["en", "de", "ar"]"#));
     let err = format!("{:#}", run(&args(suite, models.clone(), fixtures.clone(), out.clone())).unwrap_err());
     assert!(err.contains("no model for ar"), "{err}");
 
@@ -516,7 +498,7 @@ fn bad_inputs_fail_clearly_and_write_nothing() {
         }
         std::fs::write(dir.join(name), text).unwrap();
     }
-    let suite = write_suite(root.path(), QA_SUITE);
+    let suite = write_suite(root.path(), common::TINY_MLQA_SUITE);
     let err = format!("{:#}", run(&args(suite, models, data, out.clone())).unwrap_err());
     assert!(err.contains("test-context-de-question-de.json:1") && err.contains("answer_start 53"), "{err}");
     assert!(!out.parent().unwrap().exists() || std::fs::read_dir(out.parent().unwrap()).unwrap().next().is_none());

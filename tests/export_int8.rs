@@ -237,23 +237,7 @@ fn int8_export_runs_in_the_evaluator() {
     let suite = root.path().join("suite.toml");
     std::fs::write(
         &suite,
-        r#"
-name = "tiny-mlqa"
-description = "MLQA fixtures on a 16-position model"
-task = "question-answering"
-source_language = "en"
-languages = ["en", "de"]
-split = "test"
-metrics = ["f1", "exact_match"]
-primary_metric = "f1"
-answer_normalization = "mlqa-v1"
-[features]
-max_length = 16
-doc_stride = 2
-[data]
-format = "squad"
-path = "mlqa/MLQA_V1/test/test-context-{lang}-question-{lang}.json"
-"#,
+        common::TINY_MLQA_SUITE,
     )
     .unwrap();
     let mut scores = Vec::new();

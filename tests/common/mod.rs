@@ -166,3 +166,23 @@ pub fn run_onnx(model: &Path, case: &Case) -> std::collections::BTreeMap<String,
         })
         .collect()
 }
+
+/// An MLQA-format suite over the fixtures in tests/fixtures/data, sized for the tiny parity
+/// models (16 positions).
+pub const TINY_MLQA_SUITE: &str = r#"
+name = "tiny-mlqa"
+description = "MLQA fixtures on a 16-position model"
+task = "question-answering"
+source_language = "en"
+languages = ["en", "de"]
+split = "test"
+metrics = ["f1", "exact_match"]
+primary_metric = "f1"
+answer_normalization = "mlqa-v1"
+[features]
+max_length = 16
+doc_stride = 2
+[data]
+format = "squad"
+path = "mlqa/MLQA_V1/test/test-context-{lang}-question-{lang}.json"
+"#;
