@@ -1,4 +1,4 @@
-//! Where computation runs, as users choose it on the command line.
+//! Where computation runs and in which precision, as users choose it on the command line.
 /// `--device`: `auto` takes CUDA when it really works and says so, else the CPU; an explicit
 /// `cuda` that cannot run is an error, never a silent fallback.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
@@ -19,5 +19,28 @@ pub fn torch_device(choice: Device) -> anyhow::Result<tch::Device> {
         Device::Cuda if !available => anyhow::bail!("--device cuda: libtorch sees no usable CUDA device"),
         Device::Cuda => Ok(tch::Device::Cuda(0)),
         Device::Auto => Ok(if available { tch::Device::Cuda(0) } else { tch::Device::Cpu }),
+    }
+}
+
+/// `--precision`: the type of the training computation. `bf16` is mixed precision in the
+/// manner of autocast: matmuls and the activations between them in bfloat16, while master
+/// weights, gradients of the trained weights, optimizer state, softmax, LayerNorm statistics,
+/// the loss and tr(F) sums stay in float32.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    #[default]
+    Fp32,
+    Bf16,
+}
+
+#[cfg(feature = "train")]
+impl Precision {
+    /// The libtorch type activations are computed in.
+    pub fn kind(self) -> tch::Kind {
+        match self {
+            Precision::Fp32 => tch::Kind::Float,
+            Precision::Bf16 => tch::Kind::BFloat16,
+        }
     }
 }

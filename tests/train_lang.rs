@@ -15,9 +15,14 @@ use toolkit::features::mlm::{collate, mask_block, Masking, MlmVocab, IGNORED};
 use toolkit::model::composed::{ComposedModel, ModelFiles};
 use toolkit::model::mlm_head;
 use toolkit::model::Weights;
+use toolkit::device::Precision;
 use toolkit::train::lang::{build_mlm_model, mlm_loss, LangArgs, LangTrainer};
 
-fn parity(case: &str) {
+/// The MLM loss and the trained weights' gradients of fixture `case` in `precision`, against
+/// the reference's float32 ones: returns the loss difference relative to the loss, the largest absolute gradient
+/// difference and the gradient difference's L2 norm relative to the reference gradient's
+/// (all trained weights as one vector).
+fn parity(case: &str, precision: Precision) -> (f64, f64, f64) {
     let dir = common::repo().join("tests/fixtures/mlm").join(case);
     let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("case.json")).unwrap()).unwrap();
     let files = ModelFiles { model_dir: dir.join("model"), lang_adapter: Some(dir.join("lang")), task_adapter: None };
@@ -27,7 +32,8 @@ fn parity(case: &str) {
     assert!(mlm_head::is_complete(&head, &config, &composed.model_file).unwrap());
     composed.weights.merge(head).unwrap();
     let lang = composed.lang.clone().unwrap();
-    let (model, head) = build_mlm_model(composed, Device::Cpu, &[]).unwrap();
+    let (mut model, head) = build_mlm_model(composed, Device::Cpu, &[]).unwrap();
+    model.encoder.compute = precision.kind();
     for (_, v) in model.vs.variables() {
         let _ = v.set_requires_grad(false);
     }
@@ -45,36 +51,57 @@ fn parity(case: &str) {
     let loss = mlm_loss(&model, &head, &batch, true);
     loss.backward();
     let want = json["loss"].as_f64().unwrap();
-    let got = loss.double_value(&[]);
-    assert!((got - want).abs() < 1e-5, "{case}: loss {got} vs reference {want}");
+    let loss_diff = (loss.double_value(&[]) - want).abs() / want.abs();
 
     let grads = Weights::read_safetensors(&dir.join("grads.safetensors"), |n| Some(n.to_string())).unwrap();
     let prefix = config.arch.prefix();
-    let mut worst = 0f64;
+    let (mut max_abs, mut diff_sq, mut ref_sq) = (0f64, 0f64, 0f64);
     for name in grads.names() {
         let ours = name.strip_prefix(prefix).unwrap_or(name);
         let (_, var) = trainable.iter().find(|(n, _)| n == ours).unwrap_or_else(|| panic!("{case}: no variable for `{name}`"));
+        assert_eq!(var.grad().kind(), tch::Kind::Float, "{case}: the gradient of `{name}` is float32 in every precision");
         let reference = grads.entry(name).unwrap().tensor().unwrap();
         let shape: Vec<i64> = reference.shape.iter().map(|&d| d as i64).collect();
-        let reference = Tensor::from_slice(&reference.data).reshape(shape);
-        let diff = (var.grad() - reference).abs().max().double_value(&[]);
-        worst = worst.max(diff);
+        let reference = Tensor::from_slice(&reference.data).reshape(shape).to_kind(tch::Kind::Double);
+        let diff = var.grad().to_kind(tch::Kind::Double) - &reference;
+        max_abs = max_abs.max(diff.abs().max().double_value(&[]));
+        diff_sq += diff.square().sum(tch::Kind::Double).double_value(&[]);
+        ref_sq += reference.square().sum(tch::Kind::Double).double_value(&[]);
     }
     assert_eq!(grads.names().count(), trainable.len(), "{case}: every trainable variable has a reference gradient");
-    println!("{case}: |loss - ref| = {:.2e}, max |grad - ref| = {worst:.2e}", (got - want).abs());
-    assert!(worst < 1e-5, "{case}: gradients differ by {worst}");
+    let rel_l2 = (diff_sq / ref_sq).sqrt();
+    println!("{case} {precision:?}: |loss - ref| / ref = {loss_diff:.2e}, max |grad - ref| = {max_abs:.2e}, relative L2 {rel_l2:.2e}");
+    (loss_diff, max_abs, rel_l2)
+}
+
+fn float32_parity(case: &str) {
+    let (loss_diff, max_abs, _) = parity(case, Precision::Fp32);
+    assert!(loss_diff < 1e-6, "{case}: loss differs by {loss_diff} (relative)");
+    assert!(max_abs < 1e-5, "{case}: gradients differ by {max_abs}");
 }
 
 #[test]
 fn bert_mlm_loss_and_adapter_gradients_match_the_reference() {
     let _guard = common::exclusive();
-    parity("bert_lang_inv");
+    float32_parity("bert_lang_inv");
 }
 
 #[test]
 fn xlmr_mlm_loss_and_adapter_gradients_match_the_reference() {
     let _guard = common::exclusive();
-    parity("xlmr_lang_inv");
+    float32_parity("xlmr_lang_inv");
+}
+
+/// `train-lang --precision bf16` against the float32 reference, within the tolerances that
+/// tests/train_reference.rs documents for bf16.
+#[test]
+fn bf16_mlm_loss_and_adapter_gradients_are_close_to_the_reference() {
+    let _guard = common::exclusive();
+    for case in ["bert_lang_inv", "xlmr_lang_inv"] {
+        let (loss_diff, _, rel_l2) = parity(case, Precision::Bf16);
+        assert!(loss_diff < 1e-2, "{case}: bf16 loss differs by {loss_diff} (relative)");
+        assert!(rel_l2 < 5e-2, "{case}: bf16 gradients are {rel_l2} (relative L2) from the reference");
+    }
 }
 
 fn vocab() -> MlmVocab {

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use super::fisher::{FisherEstimator, FisherLabels, QaReduction};
 use super::schedule::{EventTiming, Schedule, Unfreezing};
-use crate::device::Device;
+use crate::device::{Device, Precision};
 use crate::model::head::HeadStyle;
 pub use crate::task::Task;
 
@@ -136,6 +136,11 @@ pub struct TrainConfig {
     /// CPU threads for libtorch (default: all cores).
     #[serde(default)]
     pub threads: Option<usize>,
+    /// `fp32`, or `bf16`: mixed precision (bfloat16 matmuls and activations; float32 master
+    /// weights, optimizer state, softmax and LayerNorm statistics, loss and tr(F)), for CPUs
+    /// with AVX512-BF16 or AMX and for CUDA.
+    #[serde(default)]
+    pub precision: Precision,
 }
 
 mod defaults {

@@ -109,7 +109,8 @@ fn batch_traces(model: &MadxModel, batch: &TrainBatch, options: FisherOptions, s
     for (k, (layer, tap)) in present.iter().enumerate() {
         let (du, dy) = (&grads[2 * k], &grads[2 * k + 1]);
         // Rows of one example (its choices, for multiple choice) belong together.
-        let per_example = |t: &Tensor| t.reshape([n, -1, *t.size().last().expect("3-d activation")]);
+        // In float32 whatever the compute type: these products and sums are tr(F) itself.
+        let per_example = |t: &Tensor| t.to_kind(Kind::Float).reshape([n, -1, *t.size().last().expect("3-d activation")]);
         let (du, dy, z, a) = (per_example(du), per_example(dy), per_example(&tap.z), per_example(&tap.a));
         let g = [
             du.transpose(1, 2).bmm(&z),

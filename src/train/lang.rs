@@ -134,6 +134,11 @@ pub struct LangArgs {
     #[arg(long)]
     #[serde(skip)]
     pub threads: Option<usize>,
+    /// fp32 | bf16: mixed precision, bfloat16 matmuls and activations with float32 master
+    /// weights, optimizer state, LayerNorm statistics and loss (see `train --precision`).
+    #[arg(long, value_enum, default_value = "fp32")]
+    #[serde(default)]
+    pub precision: crate::device::Precision,
     /// Hide the progress bars.
     #[arg(long)]
     #[serde(skip)]
@@ -231,7 +236,8 @@ impl LangTrainer {
         };
         let model_file = composed.model_file.clone();
         tch::manual_seed(stream_seed(args.seed, Purpose::Init, 0) as i64);
-        let (model, head) = build_mlm_model(composed, device, &fresh)?;
+        let (mut model, head) = build_mlm_model(composed, device, &fresh)?;
+        model.encoder.compute = args.precision.kind();
 
         let mut optimizer = AdamW::new(AdamWConfig { weight_decay: args.weight_decay, ..Default::default() });
         let state = if resume {

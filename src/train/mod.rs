@@ -129,6 +129,12 @@ pub struct TrainArgs {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub threads: Option<usize>,
+    /// fp32 (default) | bf16: mixed precision, bfloat16 matmuls and activations with float32
+    /// master weights, optimizer state, softmax/LayerNorm statistics, loss and tr(F). Fast on
+    /// CPUs with AVX512-BF16 or AMX and on CUDA; elsewhere slower than fp32.
+    #[arg(long, value_enum)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub precision: Option<crate::device::Precision>,
     /// hf (the released code's head for the model and task, default) | mlp (flex head on the
     /// first token, `head_layers` layers).
     #[arg(long, value_enum)]

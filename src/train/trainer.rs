@@ -85,7 +85,7 @@ impl Trainer {
         let model_config = composed.config.clone();
         let head_type = config.task.head_type();
         tch::manual_seed(stream_seed(config.seed, Purpose::Init, 0) as i64);
-        let (model, head_json) = match &start {
+        let (mut model, head_json) = match &start {
             Some(dir) => {
                 let head = composed.head.as_ref().with_context(|| format!("{}: no head saved with the task adapter", dir.display()))?;
                 if head.head_type != head_type {
@@ -119,6 +119,7 @@ impl Trainer {
                 (model, head_json)
             }
         };
+        model.encoder.compute = config.precision.kind();
         let layers = model.num_layers;
         config.unfreezing(layers).validate()?;
 

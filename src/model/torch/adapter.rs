@@ -4,6 +4,7 @@ use tch::nn::{self, Module};
 use tch::Tensor;
 
 use super::dropout::dropout;
+use super::linear;
 
 use crate::model::adapter_config::{Activation, AdapterConfig};
 
@@ -47,9 +48,9 @@ impl Bottleneck {
         let c = &self.config;
         let z = if c.original_ln_before { ln.forward(&(h + attn)) } else { h + attn };
         let residual = if c.residual_before_ln { h.shallow_clone() } else { z.shallow_clone() };
-        let u = self.down.forward(&z);
+        let u = linear(&self.down, &z);
         let a = activate(&u, c.non_linearity);
-        let y = self.up.forward(&a);
+        let y = linear(&self.up, &a);
         let up = dropout(&(&y * c.scaling), c.dropout, train);
         if let Some(slot) = tap {
             *slot = Some(Tap { z, u, a, y });
@@ -98,8 +99,8 @@ impl Invertible {
         let hidden = x.size()[x.dim() - 1];
         let x1 = x.narrow(-1, 0, self.split);
         let x2 = x.narrow(-1, self.split, hidden - self.split);
-        let y1 = &x1 + self.f.1.forward(&activate(&self.f.0.forward(&x2), self.act));
-        let y2 = &x2 + self.g.1.forward(&activate(&self.g.0.forward(&y1), self.act));
+        let y1 = &x1 + linear(&self.f.1, &activate(&linear(&self.f.0, &x2), self.act));
+        let y2 = &x2 + linear(&self.g.1, &activate(&linear(&self.g.0, &y1), self.act));
         Tensor::cat(&[y1, y2], -1)
     }
 
@@ -108,8 +109,8 @@ impl Invertible {
         let hidden = y.size()[y.dim() - 1];
         let y1 = y.narrow(-1, 0, self.split);
         let y2 = y.narrow(-1, self.split, hidden - self.split);
-        let x2 = &y2 - self.g.1.forward(&activate(&self.g.0.forward(&y1), self.act));
-        let x1 = &y1 - self.f.1.forward(&activate(&self.f.0.forward(&x2), self.act));
+        let x2 = &y2 - linear(&self.g.1, &activate(&linear(&self.g.0, &y1), self.act));
+        let x1 = &y1 - linear(&self.f.1, &activate(&linear(&self.f.0, &x2), self.act));
         Tensor::cat(&[x1, x2], -1)
     }
 }

@@ -3,7 +3,7 @@
 //! The stream is reseeded by the trainer at every step, so a resumed run draws the same masks.
 use std::cell::Cell;
 
-use tch::Tensor;
+use tch::{Kind, Tensor};
 
 use crate::seed::{counter_bits, counter_start, COUNTER_STEP as STEP};
 
@@ -32,23 +32,42 @@ pub fn dropout(x: &Tensor, p: f64, train: bool) -> Tensor {
         s.set(start.wrapping_add(draws.wrapping_mul(STEP)));
         start
     });
-    let mask = Tensor::empty(x.size(), (tch::Kind::Float, tch::Device::Cpu));
-    // SAFETY: `mask` is a fresh contiguous f32 CPU tensor of exactly n elements, written only
-    // here, before anything else can see it.
-    let out = unsafe { std::slice::from_raw_parts_mut(mask.data_ptr() as *mut f32, n) };
+    // The mask has the input's type, so that bf16 activations stay bf16.
+    let kind = if x.kind() == Kind::BFloat16 { Kind::BFloat16 } else { Kind::Float };
+    let mask = Tensor::empty(x.size(), (kind, tch::Device::Cpu));
+    // SAFETY: `mask` is a fresh contiguous CPU tensor of exactly n elements of the matching
+    // type, written only here, before anything else can see it.
+    unsafe {
+        match kind {
+            Kind::BFloat16 => {
+                let out = std::slice::from_raw_parts_mut(mask.data_ptr() as *mut half::bf16, n);
+                fill_mask(out, half::bf16::from_f32(keep_scale), half::bf16::ZERO, start, threshold);
+            }
+            _ => {
+                let out = std::slice::from_raw_parts_mut(mask.data_ptr() as *mut f32, n);
+                fill_mask(out, keep_scale, 0.0, start, threshold);
+            }
+        }
+    }
+    x * mask.to_device(x.device())
+}
+
+/// Writes `keep` where the draw is at or above `threshold`, else `zero`.
+fn fill_mask<T: Copy + Send + Sync>(out: &mut [T], keep: T, zero: T, start: u64, threshold: u32) {
     // The generator is counter-based (draw k depends only on start + k * STEP), so halves of
     // the mask are filled in parallel and the result does not depend on the thread count.
-    let fill = |chunk: &mut [f32], first_draw: u64| {
+    let fill = |chunk: &mut [T], first_draw: u64| {
         let mut state = start.wrapping_add(first_draw.wrapping_mul(STEP));
         for four in chunk.chunks_mut(4) {
             state = state.wrapping_add(STEP);
             let r = counter_bits(state);
             for (k, m) in four.iter_mut().enumerate() {
                 let draw = ((r >> (16 * k)) & 0xffff) as u32;
-                *m = if draw >= threshold { keep_scale } else { 0.0 };
+                *m = if draw >= threshold { keep } else { zero };
             }
         }
     };
+    let n = out.len();
     if n >= 1 << 16 {
         let half = (n / 8) * 4;
         let (a, b) = out.split_at_mut(half);
@@ -59,7 +78,6 @@ pub fn dropout(x: &Tensor, p: f64, train: bool) -> Tensor {
     } else {
         fill(out, 0);
     }
-    x * mask.to_device(x.device())
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@ use tch::{Kind, Tensor};
 
 use super::adapter::{Bottleneck, Invertible, Tap};
 use super::dropout::dropout;
+use super::linear;
 use crate::model::config::{Arch, HiddenAct, ModelConfig};
 
 #[derive(Debug)]
@@ -70,9 +71,9 @@ impl SelfAttention {
     fn forward(&self, x: &Tensor, mask: &Tensor, train: bool) -> Tensor {
         let (b, s, _) = x.size3().expect("hidden states are [batch, seq, hidden]");
         let split = |t: Tensor| t.view([b, s, self.heads, self.head_dim]).transpose(1, 2);
-        let q = split(self.query.forward(x));
-        let k = split(self.key.forward(x));
-        let v = split(self.value.forward(x));
+        let q = split(linear(&self.query, x));
+        let k = split(linear(&self.key, x));
+        let v = split(linear(&self.value, x));
         let merge = |t: Tensor| t.transpose(1, 2).contiguous().view([b, s, self.heads * self.head_dim]);
         if !train || self.dropout <= 0.0 {
             // Without dropout on the probabilities, libtorch's fused attention (one pass over
@@ -84,7 +85,8 @@ impl SelfAttention {
         // alive per layer instead of three; matmul's backward does not need its output.
         let mut scores = (q * (1.0 / (self.head_dim as f64).sqrt())).matmul(&k.transpose(-1, -2));
         let _ = scores.g_add_(mask);
-        let probs = dropout(&scores.softmax(-1, Kind::Float), self.dropout, train);
+        // The softmax accumulates in float32 whatever the scores' type.
+        let probs = dropout(&scores.softmax(-1, Kind::Float), self.dropout, train).to_kind(v.kind());
         merge(probs.matmul(&v))
     }
 }
@@ -137,13 +139,13 @@ impl Layer {
         let context = self.attention.forward(x, mask, train);
         let attn = self
             .attention_ln
-            .forward(&(dropout(&self.attention_dense.forward(&context), self.dropout, train) + x));
-        let inter = self.intermediate.forward(&attn);
+            .forward(&(dropout(&linear(&self.attention_dense, &context), self.dropout, train) + x));
+        let inter = linear(&self.intermediate, &attn);
         let inter = match self.act {
             HiddenAct::Gelu => inter.gelu("none"),
             HiddenAct::Relu => inter.relu(),
         };
-        let mut h = dropout(&self.output_dense.forward(&inter), self.dropout, train);
+        let mut h = dropout(&linear(&self.output_dense, &inter), self.dropout, train);
         for (name, adapter) in &self.adapters {
             let slot = match &mut tap {
                 Some((wanted, slot)) if *wanted == name => Some(&mut **slot),
@@ -165,6 +167,9 @@ pub struct Encoder {
     pub embeddings: Embeddings,
     pub invertible: Option<Invertible>,
     pub layers: Vec<Layer>,
+    /// The type of the activations after the embeddings (float32, or bfloat16 for mixed
+    /// precision); the embeddings and their LayerNorm always run in float32.
+    pub compute: Kind,
 }
 
 impl Encoder {
@@ -179,13 +184,14 @@ impl Encoder {
         train: bool,
         mut taps: Option<(&str, &mut Vec<Option<Tap>>)>,
     ) -> Tensor {
-        let mut x = self.embeddings.forward(ids, token_types, train);
+        let mut x = self.embeddings.forward(ids, token_types, train).to_kind(self.compute);
         if let Some(inv) = &self.invertible {
             x = inv.forward(&x);
         }
         // Hugging Face's additive mask: 0 where attended, the dtype's minimum where masked.
-        let additive = (mask.to_kind(Kind::Float).ones_like() - mask.to_kind(Kind::Float)) * f32::MIN as f64;
-        let additive = additive.unsqueeze(1).unsqueeze(1);
+        let lowest = if self.compute == Kind::BFloat16 { BF16_MIN } else { f32::MIN as f64 };
+        let keep = mask.to_kind(self.compute);
+        let additive = ((keep.ones_like() - keep) * lowest).unsqueeze(1).unsqueeze(1);
         if let Some((_, slots)) = &mut taps {
             slots.clear();
             slots.resize_with(self.layers.len(), || None);
@@ -197,6 +203,10 @@ impl Encoder {
         x
     }
 }
+
+/// The most negative finite bfloat16 (`torch.finfo(torch.bfloat16).min`); float32's minimum
+/// would round to -inf.
+const BF16_MIN: f64 = -3.3895313892515355e38;
 
 fn layer_norm(path: nn::Path, c: &ModelConfig) -> nn::LayerNorm {
     let cfg = nn::LayerNormConfig { eps: c.layer_norm_eps, ..Default::default() };

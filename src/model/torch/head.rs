@@ -1,5 +1,5 @@
 //! A head as described by `model::head::Head`, on tch variables named like its checkpoint.
-use tch::nn::{self, Module};
+use tch::nn;
 use tch::Tensor;
 
 use super::dropout::dropout;
@@ -46,7 +46,7 @@ impl HeadModule {
                     x = activate(&x, act);
                 }
             }
-            x = layer.forward(&dropout(&x, self.spec.dropout, train));
+            x = super::linear(layer, &dropout(&x, self.spec.dropout, train));
         }
         x
     }

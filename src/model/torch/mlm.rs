@@ -43,7 +43,7 @@ impl MlmHead {
 
     /// Vocabulary logits [n, vocab] for hidden states [n, hidden].
     pub fn forward(&self, hidden: &Tensor, word_embeddings: &Tensor, invertible: Option<&Invertible>) -> Tensor {
-        let x = self.dense.forward(hidden);
+        let x = super::linear(&self.dense, hidden);
         let x = match self.act {
             HiddenAct::Gelu => x.gelu("none"),
             HiddenAct::Relu => x.relu(),
@@ -52,7 +52,8 @@ impl MlmHead {
         if let Some(inv) = invertible {
             x = inv.inverse(&x);
         }
-        x.matmul(&word_embeddings.tr()) + &self.bias
+        // Adding the float32 bias makes the logits float32 for the loss under bf16 training.
+        x.matmul(&word_embeddings.to_kind(x.kind()).tr()) + &self.bias
     }
 
     /// Mean cross-entropy over the positions whose label is not -100, computing logits for

@@ -105,7 +105,8 @@ impl MadxModel {
                 }
             }
         }
-        let encoder = Encoder { embeddings: encoder::Embeddings::new(&(&root / "embeddings"), c), invertible, layers };
+        let embeddings = encoder::Embeddings::new(&(&root / "embeddings"), c);
+        let encoder = Encoder { embeddings, invertible, layers, compute: tch::Kind::Float };
         let head = composed.head.as_ref().map(|spec| HeadModule::new(&root, spec, c.initializer_range));
         let pooler = head
             .as_ref()
@@ -185,8 +186,9 @@ impl MadxModel {
             _ => None,
         };
         let hidden = self.encoder.forward(&ids, &mask, types.as_ref(), train, taps);
-        let pooled = self.pooler.as_ref().map(|p| p.forward(&hidden.select(1, 0)).tanh());
-        let out = head.forward(&hidden, pooled.as_ref(), train);
+        let pooled = self.pooler.as_ref().map(|p| linear(p, &hidden.select(1, 0)).tanh());
+        // Losses, softmax and tr(F) read float32 logits whatever the compute type.
+        let out = head.forward(&hidden, pooled.as_ref(), train).to_kind(tch::Kind::Float);
         Ok(match head.spec.head_type {
             HeadType::Classification => Logits::Classes(out),
             HeadType::MultipleChoice => Logits::Classes(out.reshape([shape[0], -1])),
@@ -225,6 +227,16 @@ impl MadxModel {
         let prefixes: Vec<String> = head.spec.layers.iter().map(|l| format!("{}.", l.prefix)).collect();
         self.vs.variables().into_iter().filter(|(n, _)| prefixes.iter().any(|p| n.starts_with(p))).collect()
     }
+}
+
+/// `x W^T + b` in the type of `x`: under bf16 training the float32 master weights are cast on
+/// the way in, so gradients of trained weights reach them in float32 (as autocast does).
+pub(crate) fn linear(lin: &nn::Linear, x: &Tensor) -> Tensor {
+    let kind = x.kind();
+    if lin.ws.kind() == kind {
+        return lin.forward(x);
+    }
+    x.linear(&lin.ws.to_kind(kind), lin.bs.as_ref().map(|b| b.to_kind(kind)))
 }
 
 /// `a.b.c` as nested tch paths (tch forbids dots inside one path component).
