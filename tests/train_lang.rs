@@ -92,14 +92,16 @@ fn xlmr_mlm_loss_and_adapter_gradients_match_the_reference() {
     float32_parity("xlmr_lang_inv");
 }
 
-/// `train-lang --precision bf16` against the float32 reference, within the tolerances that
-/// tests/train_reference.rs documents for bf16.
+/// `train-lang --precision bf16` against the float32 reference: the loss within 1%, the
+/// gradients within 5% (relative L2; PyTorch's own bf16 autocast is up to 8% off on the
+/// training fixtures, tests/fixtures/parity/bf16_autocast.json).
 #[test]
 fn bf16_mlm_loss_and_adapter_gradients_are_close_to_the_reference() {
     let _guard = common::exclusive();
     for case in ["bert_lang_inv", "xlmr_lang_inv"] {
         let (loss_diff, _, rel_l2) = parity(case, Precision::Bf16);
         assert!(loss_diff < 1e-2, "{case}: bf16 loss differs by {loss_diff} (relative)");
+        assert!(rel_l2 > 1e-4, "{case}: the bf16 gradients equal the float32 ones ({rel_l2}): bf16 never ran");
         assert!(rel_l2 < 5e-2, "{case}: bf16 gradients are {rel_l2} (relative L2) from the reference");
     }
 }

@@ -85,8 +85,9 @@ impl SelfAttention {
         // alive per layer instead of three; matmul's backward does not need its output.
         let mut scores = (q * (1.0 / (self.head_dim as f64).sqrt())).matmul(&k.transpose(-1, -2));
         let _ = scores.g_add_(mask);
-        // The softmax accumulates in float32 whatever the scores' type.
-        let probs = dropout(&scores.softmax(-1, Kind::Float), self.dropout, train).to_kind(v.kind());
+        // libtorch's CPU softmax accumulates bf16 scores in float32 and only rounds its output:
+        // a float32 output would cost four times as long and a cast back.
+        let probs = dropout(&scores.softmax(-1, scores.kind()), self.dropout, train);
         merge(probs.matmul(&v))
     }
 }
