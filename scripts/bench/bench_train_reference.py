@@ -10,7 +10,11 @@ transformers + the `adapters` library, the stack `toolkit train` is measured aga
              standard  every task adapter trainable (12 of 12 at e5-small size)
              gu        only the top task adapter trainable, as early in gradual unfreezing
              fisher    one FUN tr(F) measurement over --fisher-batches batches
-           and writes its timings as JSON.
+           and writes its timings as JSON. With --precision bf16 the forward and the loss run
+           under torch.autocast("cpu", dtype=torch.bfloat16), PyTorch's own mixed precision.
+           With --profile, the timed steps of standard or gu run under torch.profiler and the
+           JSON gets seconds per step by category (scripts/bench/train_profile.py); the
+           profiler's overhead makes that run's s/step unfit for ratios.
 
 Training steps are what `toolkit train` does: Stack(lang, task) active, train mode (dropout
 on), cross-entropy of the flex classification head, backward, gradient clipping to norm 1,
@@ -19,12 +23,16 @@ mode, labels = argmax of the model's prediction, backward of the batch-mean loss
 of squared gradients of each layer's task adapter.
 """
 import argparse
+import contextlib
 import json
 import os
 import random
 import re
 import sys
 import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import train_profile  # noqa: E402  (next to this file)
 
 WORDS = (
     "the a of and to in is was for on that with as by at from his her their it this city river "
@@ -129,13 +137,19 @@ def run(args):
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=1e-4, weight_decay=0.0)
 
+    def autocast():
+        if args.precision == "bf16":
+            return torch.autocast("cpu", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
     def forward(batch):
         ids, types, mask, labels = batch
         return model(input_ids=ids, token_type_ids=types, attention_mask=mask).logits, labels
 
     def train_step(i):
-        logits, labels = forward(batches[i % len(batches)])
-        loss = F.cross_entropy(logits, labels)
+        with autocast():
+            logits, labels = forward(batches[i % len(batches)])
+            loss = F.cross_entropy(logits, labels)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(trainable, 1.0)
@@ -152,8 +166,9 @@ def run(args):
         traces = {layer: 0.0 for layer in layers}
         for b in range(n_batches):
             model.zero_grad(set_to_none=True)
-            logits, _ = forward(batches[b % len(batches)])
-            loss = F.cross_entropy(logits, logits.detach().argmax(-1))
+            with autocast():
+                logits, _ = forward(batches[b % len(batches)])
+                loss = F.cross_entropy(logits, logits.detach().argmax(-1))
             loss.backward()
             for layer in layers:
                 traces[layer] += sum(float(p.grad.pow(2).sum()) for p in task_params[layer])
@@ -166,6 +181,7 @@ def run(args):
 
     result = {
         "config": args.config,
+        "precision": args.precision,
         "batch_size": args.batch_size,
         "max_length": args.max_length,
         "threads": torch.get_num_threads(),
@@ -181,12 +197,17 @@ def run(args):
         result["fisher_batches"] = args.fisher_batches
         result["traces"] = [traces[layer] for layer in layers]
     else:
-        start = time.perf_counter()
-        for i in range(1, args.steps + 1):
-            train_step(i)
-        elapsed = time.perf_counter() - start
+        profiler = (torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU])
+                    if args.profile else contextlib.nullcontext())
+        with profiler:
+            start = time.perf_counter()
+            for i in range(1, args.steps + 1):
+                train_step(i)
+            elapsed = time.perf_counter() - start
         result["steps"] = args.steps
         result["seconds_per_step"] = elapsed / args.steps
+        if args.profile:
+            result["profile"] = train_profile.torch_profile(profiler, args.steps)
     with open(args.json, "w") as f:
         json.dump(result, f, indent=1)
     print(json.dumps({k: v for k, v in result.items() if k != "traces"}))
@@ -212,9 +233,13 @@ def main():
     r.add_argument("--max-length", type=int, default=128)
     r.add_argument("--fisher-batches", type=int, default=40)
     r.add_argument("--threads", type=int, default=2)
+    r.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
+    r.add_argument("--profile", action="store_true")
     r.add_argument("--json", required=True)
     r.set_defaults(func=run)
     args = parser.parse_args()
+    if args.command == "run" and args.profile and args.config == "fisher":
+        parser.error("--profile applies to the standard and gu configurations")
     args.func(args)
 
 

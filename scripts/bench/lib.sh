@@ -81,3 +81,31 @@ int8 = best_rate("MatMulInteger", rng.integers(0, 256, (n, n), dtype=np.uint8), 
 print(f"{fp32:.1f} {int8:.1f}")
 PY
 }
+
+# torch_gemm_peak PYTHON THREADS [N]: this machine's GEMM peak now, as libtorch (the library
+# `toolkit train` runs on; PYTHON's torch, THREADS threads) reaches it on one N x N x N
+# torch.mm (default 2048), in float32 and in bfloat16. Prints `fp32 bf16` in GFLOP/s, the best
+# of 5 runs each (2 N^3 operations a run). bf16 without hardware support runs emulated, slow.
+torch_gemm_peak() {
+    "$1" - "$2" "${3:-2048}" <<'PY'
+import sys, time
+import torch
+
+threads, n = int(sys.argv[1]), int(sys.argv[2])
+torch.set_num_threads(threads)
+torch.manual_seed(0)
+
+def best_rate(dtype):
+    a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
+    out = torch.empty(n, n, dtype=dtype)
+    torch.mm(a, b, out=out)
+    best = float("inf")
+    for _ in range(5):
+        start = time.perf_counter()
+        torch.mm(a, b, out=out)
+        best = min(best, time.perf_counter() - start)
+    return 2 * n**3 / best / 1e9
+
+print(f"{best_rate(torch.float32):.1f} {best_rate(torch.bfloat16):.1f}")
+PY
+}
