@@ -1,0 +1,169 @@
+"""The report of scripts/checks/check-bf16.sh: does bf16 training end where fp32 does?
+
+    python3 scripts/checks/check_bf16_report.py MANIFEST RUNS_DIR RESULTS_DIR
+
+MANIFEST: one line per run, `part<TAB>name<TAB>precision<TAB>seed`; the run is RUNS_DIR/name,
+its scores RESULTS_DIR/name.csv (`toolkit eval`'s tidy CSV). Prints one table of every run and,
+per part and number, bf16 - fp32 at each seed next to the noise |fp32 seed A - fp32 seed B|
+(A, B: the part's first two seeds), with the verdict "within noise" when |bf16 - fp32| <= noise
++ 1 point, else "OUTSIDE NOISE". For the training loss, which has no points, the 1 point is read
+as 1% of the fp32 loss. NaN anywhere is outside. Then the FUN unfreezing orders and how far
+apart the tr(F) values are that chose them. Always exits 0: the verdicts are the report.
+"""
+import csv
+import math
+import os
+import sys
+
+LAST_STEPS = 10  # the final training loss: the mean over the last this many updates
+
+
+def read_csv(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def final_loss(run):
+    losses = [float(r["loss"]) for r in read_csv(os.path.join(run, "metrics.csv"))]
+    if not losses:
+        sys.exit(f"check_bf16_report: {run}/metrics.csv has no updates")
+    return sum(losses[-LAST_STEPS:]) / len(losses[-LAST_STEPS:])
+
+
+def best_validation(run, metric="accuracy"):
+    """The best validation score, in points (the trainer logs accuracy as a fraction)."""
+    values = [float(r["value"]) for r in read_csv(os.path.join(run, "validation.csv")) if r["metric"] == metric]
+    return 100 * max(values) if values else None
+
+
+def scores(path):
+    """{(language, metric): value} of one results CSV; language `avg` is the suite's average."""
+    return {(r["language"], r["metric"]): float(r["value"]) for r in read_csv(path)}
+
+
+def unfreeze_order(run):
+    """The task adapters' layers in the order they became trainable (schedule.csv)."""
+    rows = read_csv(os.path.join(run, "schedule.csv"))
+    return [int(r["layer"]) for r in sorted(rows, key=lambda r: (int(r["unfreeze_step"]), int(r["from_top"])))]
+
+
+def first_fun_traces(run):
+    """{layer: tr(F)} at the first decision FUN made by tr(F) (fun_selection.csv)."""
+    rows = read_csv(os.path.join(run, "fun_selection.csv"))
+    if not rows:
+        return {}
+    first = min(int(r["step"]) for r in rows)
+    return {int(r["layer"]): float(r["trace"]) for r in rows if int(r["step"]) == first}
+
+
+def max_relative_difference(a, b):
+    common = sorted(set(a) & set(b))
+    if not common:
+        return None
+    return max(abs(a[k] - b[k]) / max(abs(b[k]), 1e-30) for k in common)
+
+
+def fmt(x, digits=2):
+    return "-" if x is None else f"{x:.{digits}f}"
+
+
+def main():
+    manifest, runs_dir, results_dir = sys.argv[1:]
+    runs = []
+    with open(manifest) as f:
+        for line in f:
+            part, name, precision, seed = line.rstrip("\n").split("\t")
+            run = os.path.join(runs_dir, name)
+            result = os.path.join(results_dir, f"{name}.csv")
+            numbers = {"final loss": final_loss(run)}
+            val = best_validation(run)
+            if val is not None:
+                numbers["val acc"] = val
+            for (lang, metric), value in scores(result).items():
+                if lang != "lowest":
+                    numbers[f"{metric} {lang}"] = value
+            runs.append({"part": part, "name": name, "precision": precision, "seed": seed, "run": run,
+                         "numbers": numbers})
+    if not runs:
+        sys.exit("check_bf16_report: the manifest lists no runs")
+
+    bad = [r["name"] for r in runs if any(not math.isfinite(v) for v in r["numbers"].values())]
+    if bad:
+        print(f"NaN or infinity in: {', '.join(bad)}")
+
+    print("| run | precision | seed | final loss | val acc | eval avg (primary) | eval avg (2nd) |")
+    print("|---|---|---|---|---|---|---|")
+    for r in runs:
+        n = r["numbers"]
+        avgs = [k for k in n if k.endswith(" avg")]
+        cells = [f"{k.split()[0]} {n[k]:.2f}" for k in avgs] + ["-"] * (2 - len(avgs))
+        print(f"| {r['name']} | {r['precision']} | {r['seed']} | {n['final loss']:.4f} | {fmt(n.get('val acc'))} | "
+              f"{cells[0]} | {cells[1]} |")
+
+    for part in dict.fromkeys(r["part"] for r in runs):
+        compare(part, [r for r in runs if r["part"] == part])
+
+
+def compare(part, runs):
+    by = {(r["precision"], r["seed"]): r for r in runs}
+    seeds = list(dict.fromkeys(r["seed"] for r in runs))
+    pairs = [s for s in seeds if ("fp32", s) in by and ("bf16", s) in by]
+    noise_seeds = [s for s in seeds if ("fp32", s) in by][:2]
+    print()
+    if len(noise_seeds) < 2:
+        print(f"## {part}: one fp32 seed only, so no measured noise: the margin alone (1 point; 1% for the loss)")
+    else:
+        a, b = noise_seeds
+        print(f"## {part}: bf16 - fp32 at the same seed; noise = |fp32 s{a} - fp32 s{b}|")
+    if not pairs:
+        print("no seed with both precisions finished")
+        return
+    header = "| number | " + " | ".join(f"fp32 s{s} | bf16 s{s} | bf16-fp32" for s in pairs) + " | noise | verdict |"
+    print(header)
+    print("|---" * (header.count("|") - 1) + "|")
+    names = [k for k in by[("fp32", pairs[0])]["numbers"]]
+    outside = 0
+    for key in names:
+        def value(p, s):
+            return by[(p, s)]["numbers"].get(key, math.nan)
+        noise = abs(value("fp32", noise_seeds[0]) - value("fp32", noise_seeds[1])) if len(noise_seeds) == 2 else 0.0
+        cells, verdicts = [], []
+        for s in pairs:
+            fp32, bf16 = value("fp32", s), value("bf16", s)
+            margin = 0.01 * abs(fp32) if key == "final loss" else 1.0
+            diff = bf16 - fp32
+            ok = abs(diff) <= noise + margin  # False for NaN
+            outside += not ok
+            digits = 4 if key == "final loss" else 2
+            cells.append(f"{fp32:.{digits}f} | {bf16:.{digits}f} | {diff:+.{digits}f}")
+            verdicts.append(f"s{s}: {'within noise' if ok else 'OUTSIDE NOISE'}")
+        digits = 4 if key == "final loss" else 2
+        print(f"| {key} | " + " | ".join(cells) + f" | {noise:.{digits}f} | {'; '.join(verdicts)} |")
+    print(f"{part}: {outside} comparison(s) outside noise" if outside else f"{part}: every comparison within noise")
+
+    traces = {k: first_fun_traces(r["run"]) for k, r in by.items()}
+    if any(traces.values()):  # a FUN run: its order is what tr(F) chose
+        orders = {k: unfreeze_order(r["run"]) for k, r in by.items()}
+        print()
+        print(f"{part}: unfreezing order (layers, first to last; 11 = top)")
+        for (p, s), order in sorted(orders.items(), key=lambda kv: (kv[0][1], kv[0][0] != "fp32")):
+            print(f"  {p} s{s}: {' '.join(map(str, order))}")
+        for s in pairs:
+            if ("fp32", s) in orders and ("bf16", s) in orders:
+                same = orders[("fp32", s)] == orders[("bf16", s)]
+                print(f"  s{s}: bf16 order {'the same as' if same else 'DIFFERENT from'} fp32")
+        if len(noise_seeds) == 2:
+            same = orders.get(("fp32", noise_seeds[0])) == orders.get(("fp32", noise_seeds[1]))
+            print(f"  fp32 s{noise_seeds[0]} vs s{noise_seeds[1]}: {'the same' if same else 'different'}")
+        seed_rel = None
+        if len(noise_seeds) == 2:
+            seed_rel = max_relative_difference(traces[("fp32", noise_seeds[1])], traces[("fp32", noise_seeds[0])])
+        for s in pairs:
+            rel = max_relative_difference(traces[("bf16", s)], traces[("fp32", s)])
+            if rel is not None:
+                print(f"  s{s}: tr(F) at the first FUN decision, max |bf16 - fp32| / fp32 = {100 * rel:.2f}%"
+                      f" (fp32 seed to seed: {fmt(None if seed_rel is None else 100 * seed_rel)}%)")
+
+
+if __name__ == "__main__":
+    main()
