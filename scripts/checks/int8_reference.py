@@ -6,12 +6,13 @@ torch.nn.Linear of the encoder and the adapters (modules under `encoder.layer.` 
 `invertible_adapters`) replaced by numpy integer arithmetic under the export's quantisation
 rules; the pooler and the heads stay float, as in the export.
 
-  activations, per tensor (ONNX DynamicQuantizeLinear): scale = (max(0, max x) - min(0, min x)) / 255,
-      zero point = round(-min(0, min x) / scale), xq = clip(round(x / scale) + zero point, 0, 255),
-      rounding halves to even;
+  activations, per token (one row of the last axis): lo = min(0, min x), hi = max(0, max x),
+      scale = max((hi - lo) / 255, smallest positive float32), zero point z = round(-lo / scale),
+      xq = clip(round(x / scale) + z, 0, 255), rounding halves to even;
   weights, per output feature: scale = max |w| / 127 (1 for an all-zero feature),
       wq = clip(round(w / scale), -127, 127), rounding halves away from zero;
-  y = ((xq - zero point) @ wq, in integers) * (activation scale * weight scale) + bias, in float32.
+  y = (xq @ wq, in integers) * scale * weight scale - (scale * z) * (weight scale * sum of the
+      column of wq) + bias, in float32, in the export's order.
 
 An activation within float rounding of a half step (|x / scale - k - 1/2| < TIE steps) may
 round the other way in ONNX Runtime, whose activations differ from PyTorch's in the last bits:
@@ -41,10 +42,11 @@ TIE = 1e-5
 
 def integer_linear(linear, x, ties):
     rows = x.detach().numpy().astype(np.float32).reshape(-1, x.shape[-1])
-    lo, hi = min(0.0, float(rows.min())), max(0.0, float(rows.max()))
-    scale = np.float32((hi - lo) / 255) if hi > lo else np.float32(1)
+    lo = np.minimum(rows.min(axis=1, keepdims=True), np.float32(0))
+    hi = np.maximum(rows.max(axis=1, keepdims=True), np.float32(0))
+    scale = np.maximum((hi - lo) / np.float32(255), np.finfo(np.float32).tiny)
     ties.append(int((np.abs(np.abs(rows / scale) % 1 - 0.5) < TIE).sum()))
-    zero = np.clip(np.rint(np.float32(-lo) / scale), 0, 255)
+    zero = np.rint(-lo / scale)
     xq = np.clip(np.rint(rows / scale) + zero, 0, 255).astype(np.int64)
 
     w = linear.weight.detach().numpy().astype(np.float32).T  # [in, out]
@@ -52,8 +54,9 @@ def integer_linear(linear, x, ties):
     w_scale[w_scale == 0] = 1
     ratio = w / w_scale
     wq = np.clip(np.sign(ratio) * np.floor(np.abs(ratio) + 0.5), -127, 127).astype(np.int64)
+    column_sum = wq.sum(axis=0).astype(np.float32) * w_scale
 
-    y = ((xq - int(zero)) @ wq).astype(np.float32) * (scale * w_scale).astype(np.float32)
+    y = (xq @ wq).astype(np.float32) * scale * w_scale - (scale * zero) * column_sum
     if linear.bias is not None:
         y = y + linear.bias.detach().numpy().astype(np.float32)
     return torch.from_numpy(y.reshape(*x.shape[:-1], -1))
