@@ -15,6 +15,8 @@
 #
 #   scripts/checks/check-bf16.sh
 #   COPA_SEEDS="42 43"  QA_SEEDS="1 2" (one seed: no measured noise, the margin alone)
+#   BF16_SEEDS="42 1"   train bf16 only at these seeds (default: every seed); the other seeds
+#                       train fp32 alone, for the noise
 #   QA_LANGS="en de ru zh" (held-out XQuAD languages scored; en is needed, QA trains on it)
 #   PARTS="copa qa"     which parts to train and score (the report shows whatever is finished)
 #   QA_EPOCHS=1 QA_STEPS (fewer QA updates, as in madx-xquad.sh)  THREADS=2
@@ -37,6 +39,7 @@ read -ra copa_seeds <<<"${COPA_SEEDS:-42 43}"
 read -ra qa_seeds <<<"${QA_SEEDS:-1 2}"
 read -ra qa_langs <<<"${QA_LANGS:-en de ru zh}"
 read -ra parts <<<"${PARTS:-copa qa}"
+bf16_seeds=" ${BF16_SEEDS:-${copa_seeds[*]} ${qa_seeds[*]}} "
 THREADS=${THREADS:-2}
 runs=runs/bf16-check
 exports=exports/bf16-check
@@ -66,6 +69,14 @@ timed() {
     say "$name: $stage took $((SECONDS - start)) s (busy cores now $(busy_cores))"
 }
 
+# precisions SEED: the precisions to train at SEED.
+precisions() {
+    case $bf16_seeds in
+        *" $1 "*) echo fp32 bf16 ;;
+        *) echo fp32 ;;
+    esac
+}
+
 # export_and_score NAME SUITE DATA_DIR: exports run NAME and scores it, each once.
 export_and_score() {
     local name=$1 suite=$2 data=$3
@@ -81,7 +92,7 @@ for part in "${parts[@]}"; do
     case $part in
         copa)
             for seed in "${copa_seeds[@]}"; do
-                for precision in fp32 bf16; do
+                for precision in $(precisions "$seed"); do
                     name=copa-fun-$precision-s$seed
                     timed "$name" train "$TOOLKIT" train --quiet --config scripts/configs/copa-e5.toml --schedule fun \
                         --precision "$precision" --seed "$seed" --threads "$THREADS" \
@@ -96,7 +107,7 @@ for part in "${parts[@]}"; do
             [ -f "$split/xquad-heldout.toml" ] ||
                 python3 scripts/recipes/xquad_split.py "$TOOLKIT_DATA_DIR/xquad" "$split" "${qa_langs[@]}"
             for seed in "${qa_seeds[@]}"; do
-                for precision in fp32 bf16; do
+                for precision in $(precisions "$seed"); do
                     name=qa-task-only-$precision-s$seed
                     # madx-xquad.sh's task-only QA training (its qa function), in both precisions.
                     timed "$name" train "$TOOLKIT" train --model "$model" --task qa --seed "$seed" --quiet \

@@ -23,10 +23,16 @@ def read_csv(path):
         return list(csv.DictReader(f))
 
 
-def final_loss(run):
-    losses = [float(r["loss"]) for r in read_csv(os.path.join(run, "metrics.csv"))]
-    if not losses:
+def loss_curve(run):
+    """{step: training loss} of every update (metrics.csv)."""
+    curve = {int(r["step"]): float(r["loss"]) for r in read_csv(os.path.join(run, "metrics.csv"))}
+    if not curve:
         sys.exit(f"check_bf16_report: {run}/metrics.csv has no updates")
+    return curve
+
+
+def final_loss(run):
+    losses = list(loss_curve(run).values())
     return sum(losses[-LAST_STEPS:]) / len(losses[-LAST_STEPS:])
 
 
@@ -140,6 +146,15 @@ def compare(part, runs):
         digits = 4 if key == "final loss" else 2
         print(f"| {key} | " + " | ".join(cells) + f" | {noise:.{digits}f} | {'; '.join(verdicts)} |")
     print(f"{part}: {outside} comparison(s) outside noise" if outside else f"{part}: every comparison within noise")
+    # The same seed draws the same batches in both precisions, so the curves compare update by
+    # update; the first update's loss is the same weights' forward pass in each precision.
+    for s in pairs:
+        fp32, bf16 = loss_curve(by[("fp32", s)]["run"]), loss_curve(by[("bf16", s)]["run"])
+        steps = sorted(set(fp32) & set(bf16))
+        diffs = [abs(bf16[k] - fp32[k]) for k in steps]
+        print(f"{part} s{s}: loss at update 1 fp32 {fp32[steps[0]]:.6f} bf16 {bf16[steps[0]]:.6f}; over {len(steps)} "
+              f"updates |bf16 - fp32| mean {sum(diffs) / len(diffs):.4f}, max {max(diffs):.4f}; "
+              f"non-finite losses: {sum(not math.isfinite(v) for v in list(fp32.values()) + list(bf16.values()))}")
 
     traces = {k: first_fun_traces(r["run"]) for k, r in by.items()}
     if any(traces.values()):  # a FUN run: its order is what tr(F) chose
