@@ -186,6 +186,39 @@ fn qa_suite_writes_results_and_predictions_independent_of_batching() {
     assert_eq!(summary["languages"]["de"]["provider"], "CPUExecutionProvider");
 }
 
+/// With a core to spare (1 ONNX Runtime thread), `de` is read, tokenised and opened while `en`
+/// is scored; the results CSV rows and the predictions are those of each language scored alone,
+/// where nothing runs beside it.
+#[test]
+fn overlapped_languages_give_the_sequential_results() {
+    let root = tempfile::tempdir().unwrap();
+    let models = export_fixture(root.path(), "bert_stack_qa_hf", &["en", "de"]);
+    let suite = write_suite(root.path(), common::TINY_MLQA_SUITE);
+    let data = repo().join("tests/fixtures/data");
+
+    let together = root.path().join("together/results.csv");
+    run(&args(suite.clone(), models.clone(), data.clone(), together.clone())).unwrap();
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(together.with_extension("json")).unwrap()).unwrap();
+    let spare_core = std::thread::available_parallelism().unwrap().get() > 1;
+    assert_eq!(summary["languages"]["de"]["overlapped"], spare_core, "de was prepared beside en's scoring");
+    assert_eq!(summary["languages"]["en"]["overlapped"], false, "the first language has nothing to overlap");
+
+    let rows = read_csv(&together).unwrap();
+    for lang in ["en", "de"] {
+        let alone = root.path().join(format!("{lang}/results.csv"));
+        run(&EvalArgs { lang: vec![lang.to_string()], ..args(suite.clone(), models.clone(), data.clone(), alone.clone()) })
+            .unwrap();
+        let ours: Vec<&ResultRow> = rows.iter().filter(|r| r.language == lang).collect();
+        assert_eq!(ours.len(), 2, "{lang}: f1 and exact_match");
+        let alone_rows = read_csv(&alone).unwrap();
+        let theirs: Vec<&ResultRow> = alone_rows.iter().filter(|r| r.language == lang).collect();
+        assert_eq!(ours, theirs, "{lang}: rows differ from scoring it alone");
+        let predictions = |csv: &Path| std::fs::read(csv.with_extension("predictions").join(format!("{lang}.json"))).unwrap();
+        assert_eq!(predictions(&together), predictions(&alone), "{lang}: predictions differ from scoring it alone");
+    }
+}
+
 /// The best answer span of a reference row, by brute force over every (start, end) of the
 /// context tokens (`context` = positions of the second segment, `[SEP]` excluded): at most 11
 /// tokens, so the 20-best lists of the real extraction cannot leave a span out.

@@ -1,5 +1,5 @@
 //! Scoring one language: features, length-sorted batches through the model, predictions,
-//! metrics and throughput.
+//! metrics, throughput and where the time went.
 use std::collections::HashMap;
 use std::time::Instant;
 
@@ -13,7 +13,7 @@ use super::infer::run_batch;
 use crate::scoring::{accuracy, qa_predictions, score_predictions};
 use super::suite::Records;
 use super::{Metric, Suite};
-use crate::data::{CopaExample, NliExample, QaExample};
+use crate::data::{CopaExample, NliExample};
 use crate::features::{copa_features, nli_features, pad_id, qa_features, BatchPlan, FeatureBatch, QaFeature, Sequence};
 
 /// Speed and padding of one language's run.
@@ -25,11 +25,62 @@ pub struct Throughput {
     pub batches: usize,
     pub tokens: usize,
     pub padding_fraction: f64,
-    /// Tokenisation, inference and post-processing.
+    /// Tokenisation (unless it ran while the previous language was scored), inference and
+    /// post-processing.
     pub seconds: f64,
+    /// `session.run` alone.
     pub inference_seconds: f64,
     pub examples_per_second: f64,
     pub tokens_per_second: f64,
+    pub phases: Phases,
+}
+
+/// Where a language's seconds went, phase by phase (wall clock; `tokenize` on whichever
+/// thread tokenised).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Phases {
+    /// Records to token ids.
+    pub tokenize: f64,
+    /// The length-sorted plan and the padded batches.
+    pub batch: f64,
+    /// ONNX Runtime's input tensors.
+    pub tensors: f64,
+    /// `session.run`.
+    pub run: f64,
+    /// Outputs copied out of ONNX Runtime and into each item's result.
+    pub outputs: f64,
+    /// Metrics (QA: answer extraction too).
+    pub score: f64,
+}
+
+/// A language's records with their model inputs.
+pub struct LanguageInputs {
+    pub records: Records,
+    features: Features,
+    tokenize_seconds: f64,
+}
+
+enum Features {
+    Nli(Vec<Sequence>),
+    Copa(Vec<[Sequence; 2]>),
+    Qa(Vec<QaFeature>),
+}
+
+impl LanguageInputs {
+    /// Tokenises `records` with the export's tokenizer as the suite says.
+    pub fn tokenize(records: Records, models: &ExportedModels, suite: &Suite) -> Result<LanguageInputs> {
+        let start = Instant::now();
+        let max_length = suite.features.max_length;
+        let features = match &records {
+            Records::Nli(loaded) => Features::Nli(nli_features(&models.tokenizer, &loaded.records, max_length)?),
+            Records::Copa(loaded) => Features::Copa(copa_features(&models.tokenizer, &loaded.records, max_length)?),
+            Records::Qa(loaded) => {
+                let stride = suite.features.doc_stride.unwrap_or_default();
+                Features::Qa(qa_features(&models.tokenizer, &loaded.records, max_length, stride)?)
+            }
+        };
+        Ok(LanguageInputs { records, features, tokenize_seconds: start.elapsed().as_secs_f64() })
+    }
 }
 
 /// A language's scores.
@@ -46,45 +97,59 @@ pub struct Batching {
     pub token_budget: usize,
 }
 
+/// Scores `inputs`; `tokenized_here` says whether their tokenisation belongs to this
+/// language's seconds (it does not when it ran beside the previous language).
 pub fn score_language(
     session: &mut Session,
     models: &ExportedModels,
     suite: &Suite,
     lang: &str,
-    records: &Records,
+    inputs: &LanguageInputs,
+    tokenized_here: bool,
     batching: Batching,
     progress: &ProgressBar,
 ) -> Result<LanguageScores> {
     let start = Instant::now();
-    let mut runner = Runner { session, pad_id: pad_id(&models.tokenizer)?, batching, progress, inference_seconds: 0.0 };
-    let max_length = suite.features.max_length;
-    let (metrics, predictions, plan, examples) = match records {
-        Records::Nli(loaded) => {
-            let features = nli_features(&models.tokenizer, &loaded.records, max_length)?;
-            let (predicted, plan) = runner.classify(&features, &models.class_names)?;
+    let mut runner = Runner {
+        session,
+        pad_id: pad_id(&models.tokenizer)?,
+        batching,
+        progress,
+        phases: Phases { tokenize: inputs.tokenize_seconds, ..Phases::default() },
+    };
+    let (metrics, predictions, plan, examples) = match (&inputs.records, &inputs.features) {
+        (Records::Nli(loaded), Features::Nli(features)) => {
+            let (predicted, plan) = runner.classify(features, &models.class_names)?;
+            let scoring = Instant::now();
             let gold: Vec<&str> = loaded.records.iter().map(|e: &NliExample| e.label.as_str()).collect();
-            (vec![(Metric::Accuracy, accuracy(&predicted, &gold))], None, plan, loaded.records.len())
+            let metrics = vec![(Metric::Accuracy, accuracy(&predicted, &gold))];
+            runner.phases.score += scoring.elapsed().as_secs_f64();
+            (metrics, None, plan, loaded.records.len())
         }
-        Records::Copa(loaded) => {
-            let features = copa_features(&models.tokenizer, &loaded.records, max_length)?;
-            let (predicted, plan) = runner.choose(&features)?;
+        (Records::Copa(loaded), Features::Copa(features)) => {
+            let (predicted, plan) = runner.choose(features)?;
+            let scoring = Instant::now();
             let gold: Vec<usize> = loaded.records.iter().map(|e: &CopaExample| e.label).collect();
-            (vec![(Metric::Accuracy, accuracy(&predicted, &gold))], None, plan, loaded.records.len())
+            let metrics = vec![(Metric::Accuracy, accuracy(&predicted, &gold))];
+            runner.phases.score += scoring.elapsed().as_secs_f64();
+            (metrics, None, plan, loaded.records.len())
         }
-        Records::Qa(loaded) => {
-            let stride = suite.features.doc_stride.unwrap_or_default();
-            let features = qa_features(&models.tokenizer, &loaded.records, max_length, stride)?;
-            let (predictions, plan) = runner.answer(&loaded.records, &features)?;
+        (Records::Qa(loaded), Features::Qa(features)) => {
+            let (logits, plan) = runner.answer(features)?;
+            let scoring = Instant::now();
+            let predictions = qa_predictions(&loaded.records, features, &logits);
             let scores = score_predictions(&suite.answer_normalization(lang)?, &loaded.records, &predictions);
             let metrics = suite
                 .metrics
                 .iter()
                 .map(|&m| (m, if m == Metric::ExactMatch { scores.exact_match } else { scores.f1 }))
                 .collect();
+            runner.phases.score += scoring.elapsed().as_secs_f64();
             (metrics, Some(predictions), plan, loaded.records.len())
         }
+        _ => unreachable!("LanguageInputs::tokenize makes the features of its records' task"),
     };
-    let seconds = start.elapsed().as_secs_f64();
+    let seconds = start.elapsed().as_secs_f64() + if tokenized_here { inputs.tokenize_seconds } else { 0.0 };
     let throughput = Throughput {
         examples,
         sequences: plan.sequences,
@@ -92,9 +157,10 @@ pub fn score_language(
         tokens: plan.plan.real_tokens,
         padding_fraction: plan.plan.padding_fraction(),
         seconds,
-        inference_seconds: runner.inference_seconds,
+        inference_seconds: runner.phases.run,
         examples_per_second: examples as f64 / seconds,
         tokens_per_second: plan.plan.real_tokens as f64 / seconds,
+        phases: runner.phases,
     };
     Ok(LanguageScores { metrics, throughput, predictions })
 }
@@ -109,7 +175,7 @@ struct Runner<'a> {
     pad_id: i64,
     batching: Batching,
     progress: &'a ProgressBar,
-    inference_seconds: f64,
+    phases: Phases,
 }
 
 impl Runner<'_> {
@@ -121,15 +187,19 @@ impl Runner<'_> {
         outputs: &[&str],
         mut take: impl FnMut(&[usize], Vec<(Vec<f32>, Vec<usize>)>) -> Result<()>,
     ) -> Result<PlanUsed> {
+        let start = Instant::now();
         let plan = BatchPlan::length_sorted(items, self.batching.token_budget, None);
+        self.phases.batch += start.elapsed().as_secs_f64();
         self.progress.set_length(items.len() as u64);
         for batch in &plan.batches {
+            let padding = Instant::now();
             let rows: Vec<&[Sequence]> = batch.iter().map(|&i| items[i]).collect();
             let inputs = FeatureBatch::pad(&rows, self.pad_id);
-            let start = Instant::now();
-            let out = run_batch(self.session, &inputs, outputs)?;
-            self.inference_seconds += start.elapsed().as_secs_f64();
+            self.phases.batch += padding.elapsed().as_secs_f64();
+            let out = run_batch(self.session, inputs, outputs, &mut self.phases)?;
+            let taking = Instant::now();
             take(batch, out.tensors)?;
+            self.phases.outputs += taking.elapsed().as_secs_f64();
             self.progress.inc(batch.len() as u64);
         }
         Ok(PlanUsed { sequences: items.iter().map(|i| i.len()).sum(), plan })
@@ -164,11 +234,8 @@ impl Runner<'_> {
         self.argmax_rows(&items, 2)
     }
 
-    fn answer(
-        &mut self,
-        examples: &[QaExample],
-        features: &[QaFeature],
-    ) -> Result<(HashMap<String, String>, PlanUsed)> {
+    /// Each window's start and end logits over its own tokens.
+    fn answer(&mut self, features: &[QaFeature]) -> Result<(Vec<(Vec<f32>, Vec<f32>)>, PlanUsed)> {
         let items: Vec<&[Sequence]> = features.iter().map(|f| std::slice::from_ref(&f.sequence)).collect();
         let mut logits: Vec<(Vec<f32>, Vec<f32>)> = vec![Default::default(); features.len()];
         let plan = self.run(&items, &["start_logits", "end_logits"], |batch, tensors| {
@@ -185,8 +252,7 @@ impl Runner<'_> {
             }
             Ok(())
         })?;
-        let predictions = qa_predictions(examples, features, &logits);
-        Ok((predictions, plan))
+        Ok((logits, plan))
     }
 }
 
