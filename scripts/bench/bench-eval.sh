@@ -6,13 +6,14 @@
 #   - toolkit: length-sorted batches bounded by a token budget, padded per batch (ONNX Runtime)
 #   - reference A: batches of 32, length-sorted, padded per batch
 #   - reference B: batches of 32 in file order, padded to 128 tokens
-# Each rate counts tokenisation and inference. Targets: toolkit >= 1.3x A, >= 4x B, padding
-# below 5%. The toolkit runs twice: the fp32 export and the int8 export (`--dtype int8`;
-# target >= 1.8x the fp32 rate), alternately, two rounds each, the faster round counting. Also
+# Each rate counts tokenisation and inference. Targets (issue 11 item 4): the fp32 export
+# >= 1.1x A, the int8 export >= 1.8x A, >= 4x B, padding below 5%. The toolkit runs twice:
+# the fp32 export and the int8 export (`--dtype int8`; target >= 1.8x the fp32 rate), alternately, two rounds each, the faster round counting. Also
 # prints each one's effective GFLOP/s (dense FLOPs of the real tokens per second of inference)
 # against this machine's GEMM peak measured in the same run (`gemm_peak` in lib.sh: ONNX
 # Runtime's float32 MatMul and uint8 x int8 MatMulInteger of 2048^3, best before or after the
-# evals), with the CPU's name and how many cores other processes kept busy.
+# evals), with the CPU's name and how many cores other processes kept busy, and where the
+# evaluator's seconds went (tokenising, batching, input tensors, session.run, outputs, scoring).
 #
 #   scripts/bench/bench-eval.sh               # 2048 pairs
 #   BENCH_N=4096 scripts/bench/bench-eval.sh
@@ -169,9 +170,10 @@ ref_sorted = rate(sorted_batches, padding=True)
 ref_padded = rate(file_batches, padding="max_length")
 
 def fastest(dtype):
-    rounds = [json.load(open(f"{work}/results-{dtype}-{r}.json"))["languages"]["en"]["throughput"] for r in (1, 2)]
-    return max(rounds, key=lambda t: t["examples_per_second"])
-t, t8 = fastest("fp32"), fastest("int8")
+    rounds = [json.load(open(f"{work}/results-{dtype}-{r}.json"))["languages"]["en"] for r in (1, 2)]
+    return max(rounds, key=lambda l: l["throughput"]["examples_per_second"])
+lang, lang8 = fastest("fp32"), fastest("int8")
+t, t8 = lang["throughput"], lang8["throughput"]
 ours, ours8 = t["examples_per_second"], t8["examples_per_second"]
 
 # Dense FLOPs of the real tokens: attention projections, FFN, both adapters, attention
@@ -189,12 +191,20 @@ print(f"toolkit eval, fp32 export:            {ours:8.1f} examples/s  ({t['token
 print(f"toolkit eval, int8 export:            {ours8:8.1f} examples/s  ({t8['tokens_per_second']:.0f} tokens/s)")
 print(f"reference, sorted, padded per batch:  {ref_sorted:8.1f} examples/s")
 print(f"reference, file order, padded to 128: {ref_padded:8.1f} examples/s")
-print(f"ratio vs sorted reference:  {ours / ref_sorted:5.2f}x (target >= 1.3x)")
-print(f"ratio vs padded reference:  {ours / ref_padded:5.2f}x (target >= 4x)")
+print(f"fp32 vs sorted reference:   {ours / ref_sorted:5.2f}x (target >= 1.1x, issue 11 item 4)")
+print(f"int8 vs sorted reference:   {ours8 / ref_sorted:5.2f}x (target >= 1.8x)")
+print(f"fp32 vs padded reference:   {ours / ref_padded:5.2f}x (target >= 4x)")
+print(f"int8 vs padded reference:   {ours8 / ref_padded:5.2f}x")
 print(f"padding: {100 * t['padding_fraction']:.1f}% (target < 5%)")
 print(f"int8 vs fp32 export:        {ours8 / ours:5.2f}x (target >= 1.8x)")
 print(f"GEMM peak (ONNX Runtime, 2048^3, best of before/after): fp32 {peak_fp32:.1f} GFLOP/s, int8 {peak_int8:.1f} GOP/s")
 print(f"effective GFLOP/s (inference), fp32 export: {gflops:.1f} = {100 * gflops / peak_fp32:.0f}% of the fp32 peak")
 print(f"effective GOP/s (inference), int8 export:   {gops8:.1f} = {100 * gops8 / peak_int8:.0f}% of the int8 peak "
       f"(attention's activation products, in float, counted too)")
+# The evaluator's own profile: its seconds phase by phase, session.run against the rest.
+for name, language in (("fp32", lang), ("int8", lang8)):
+    x = language["throughput"]
+    shown = ", ".join(f"{phase} {seconds:.2f} s ({100 * seconds / x['seconds']:.1f}%)" for phase, seconds in x["phases"].items())
+    print(f"where the {name} export's {x['seconds']:.1f} s went: {shown}; opening the model {language['session_seconds']:.2f} s "
+          f"(before, not counted)")
 PY
