@@ -393,9 +393,9 @@ print(f"toolkit fisher runs' peak RSS: batch {tk['fisher-batch'][1]:.2f} GiB, "
 # Profile of the fp32 standard step: each side's category shares of its busy time, and those
 # shares of its unprofiled s/step. The toolkit's OpenMP spin-waiting burns CPU while a thread
 # waits for work, so it is shown but left out of the shares.
-ref_prof = json.load(open(f"{out}/ref-standard-fp32.profile.json"))["profile"]
+ref_prof = json.load(open(f"{out}/ref-standard-fp32.profile.json"))["profile"]["categories"]
 tk_path = f"{out}/tk-profile.json"
-tk_prof = json.load(open(tk_path)) if os.path.exists(tk_path) else None
+tk_prof = json.load(open(tk_path))["categories"] if os.path.exists(tk_path) else None
 print()
 print(f"Profile of the fp32 standard step by category (toolkit: perf cpu-clock samples of a "
       f"{int(profile_steps) + 1}-step minus a 1-step run, CPU seconds over {threads} threads; reference: "
@@ -424,6 +424,7 @@ print(f"  {'busy total':16} {fmt(t_total, '13.3f')} {'':7} {fmt(t_step, '8.3f')}
 if tk_prof:
     print(f"  toolkit OpenMP spin-wait: {tk_prof[wait]:.3f} CPU-s/step besides (a thread waiting for work; "
           "costs wall time only where cores are shared)")
+print(f"  the largest symbols / ops of each side: \"top\" in {tk_path} and {out}/ref-standard-fp32.profile.json")
 print()
 for text, ok, value in results:
     print(f"{verdict(ok)}  {text}  ({value})")

@@ -53,10 +53,13 @@ def classify(name):
     return OTHER
 
 
+TOP = 30  # symbols or ops listed in the JSON besides the categories, for a closer look
+
+
 def perf_seconds(path):
-    """CPU seconds per category in a perf.data file: the sum of the cpu-clock sample periods
-    (nanoseconds) by the leaf symbol's category; an unresolved address is named by its
-    library, so JIT-compiled kernels (anonymous memory) and stripped libgomp still classify."""
+    """CPU seconds per leaf symbol ("LIBRARY:SYMBOL") in a perf.data file: the sum of its
+    cpu-clock sample periods (nanoseconds); an unresolved address is named by its library, so
+    JIT-compiled kernels (anonymous memory) and stripped libgomp still classify."""
     script = subprocess.run(["perf", "script", "-i", path, "-F", "period,ip,sym,dso"],
                             capture_output=True, text=True)
     if script.returncode != 0:
@@ -78,27 +81,35 @@ def perf_seconds(path):
         frame = frame_re.match(line)
         if frame:
             sym, dso = frame.groups()
-            totals[classify(f"{os.path.basename(dso)}:{sym}")] += pending / 1e9
+            totals[f"{os.path.basename(dso)}:{sym}"] += pending / 1e9
             pending = None
     if not totals:
         sys.exit(f"train_profile: no samples read from {path} (perf record -e cpu-clock?)")
     return totals
 
 
+def by_category(per_name):
+    """{"categories": seconds per category, "top": the TOP largest [name, category, seconds]}."""
+    totals = {c: 0.0 for c in ORDER}
+    for name, seconds in per_name.items():
+        totals[classify(name)] += seconds
+    top = sorted(per_name.items(), key=lambda kv: -kv[1])[:TOP]
+    return {"categories": totals, "top": [[name[:200], classify(name), round(sec, 5)] for name, sec in top]}
+
+
 def perf_profile(steps, perf_n, perf_1):
-    """CPU seconds per category of one step: (N-step run - 1-step run) / (N - 1). A category
-    whose difference is negative (noise in what loading costs) is reported as 0."""
+    """CPU seconds of one step: (N-step run - 1-step run) / (N - 1) per symbol, by category. A
+    category whose difference is negative (noise in what loading costs) is reported as 0."""
     n, one = perf_seconds(perf_n), perf_seconds(perf_1)
-    return {c: max(0.0, (n.get(c, 0.0) - one.get(c, 0.0)) / (steps - 1)) for c in ORDER}
+    profile = by_category({k: (n.get(k, 0.0) - one.get(k, 0.0)) / (steps - 1) for k in n.keys() | one.keys()})
+    profile["categories"] = {c: max(0.0, v) for c, v in profile["categories"].items()}
+    return profile
 
 
 def torch_profile(prof, steps):
-    """Seconds per category of one step from a torch.profiler run over `steps` steps: each op's
+    """Seconds of one step from a torch.profiler run over `steps` steps, by category: each op's
     self CPU time, so nested ops are not counted twice (the same leaf attribution as perf's)."""
-    totals = {c: 0.0 for c in ORDER}
-    for event in prof.key_averages():
-        totals[classify(event.key)] += event.self_cpu_time_total / 1e6 / steps
-    return totals
+    return by_category({e.key: e.self_cpu_time_total / 1e6 / steps for e in prof.key_averages()})
 
 
 # --- FLOPs -------------------------------------------------------------------------------
