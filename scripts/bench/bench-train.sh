@@ -38,9 +38,10 @@
 #                                                   # (the largest peak RSS): for a busy machine
 #   scripts/bench/bench-train.sh --model models/bert-base  # any HF BERT directory (config.json,
 #                                                   # model.safetensors, tokenizer.json)
-#   scripts/bench/bench-train.sh --quick            # batch 4, 6 steps, 4 Fisher batches:
-#                                                   # (3 profiled steps): checks the script
-#                                                   # end to end, numbers are not meaningful
+#   scripts/bench/bench-train.sh --quick            # batch 4, 6 steps, 4 Fisher batches, 3
+#                                                   # profiled steps (else 5): checks the
+#                                                   # script end to end, numbers are not
+#                                                   # meaningful
 #   REF_VENV=/path/to/venv scripts/bench/bench-train.sh  # reference Python environment
 #                                                   # (default .venv-ref,
 #                                                   # scripts/fixtures/make-fixtures.sh creates it)
@@ -49,7 +50,7 @@
 #
 # How it measures:
 #   - reference: scripts/bench/bench_train_reference.py, one fresh process per configuration
-#     (standard, gu, fisher); s/step over --steps steps after one warm-up step, timed inside
+#     (standard, gu, fisher) and precision (fp32, bf16); s/step over --steps steps after one warm-up step, timed inside
 #     the process; the FUN measurement (paper's code without the model copy: eval mode, argmax
 #     labels, backward, sum of squared adapter gradients) timed after one warm-up step.
 #   - toolkit: `toolkit train` runs of N steps and of 1 step; s/step = (wall(N) - wall(1)) /
@@ -331,11 +332,10 @@ if not tk_bf16:
         print(f"{cfg + ' bf16':15} {ref[cfg, 'bf16']['seconds_per_step']:9.3f} {ref_rss[cfg, 'bf16']:10.2f}")
 else:
     t_s = tk_step("standard", "bf16")
-    for text, base in (("toolkit bf16 standard steps/s >= 2.5x reference fp32", 2.5),
-                       ("toolkit bf16 standard steps/s >= 1.3x reference bf16", 1.3)):
-        r_s = ref["standard", "fp32" if "fp32" in text else "bf16"]["seconds_per_step"]
-        speed = ratio(r_s, t_s)
-        results.append((text, speed and speed >= base, fmt(speed, ".2f", "x")))
+    for target, ref_precision in ((2.5, "fp32"), (1.3, "bf16")):
+        speed = ratio(ref["standard", ref_precision]["seconds_per_step"], t_s)
+        results.append((f"toolkit bf16 standard steps/s >= {target}x reference {ref_precision}",
+                        speed and speed >= target, fmt(speed, ".2f", "x")))
     mem = tk["standard-n-bf16"][1] / ref_rss["standard", "fp32"]
     results.append(("toolkit bf16 standard peak RSS <= reference fp32", mem <= 1.0, f"{mem:.2f}x"))
 
