@@ -1,14 +1,16 @@
 """The report of scripts/checks/check-bf16.sh: does bf16 training end where fp32 does?
 
-    python3 scripts/checks/check_bf16_report.py MANIFEST RUNS_DIR RESULTS_DIR
+    python3 scripts/checks/check_bf16_report.py MANIFEST RUNS_DIR RESULTS_DIR [UPDATES]
 
 MANIFEST: one line per run, `part<TAB>name<TAB>precision<TAB>seed`; the run is RUNS_DIR/name,
-its scores RESULTS_DIR/name.csv (`toolkit eval`'s tidy CSV). Prints one table of every run and,
+its scores RESULTS_DIR/name.csv (`toolkit eval`'s tidy CSV; none yet: no scores). Prints one table of every run and,
 per part and number, bf16 - fp32 at each seed next to the noise |fp32 seed A - fp32 seed B|
 (A, B: the part's first two seeds), with the verdict "within noise" when |bf16 - fp32| <= noise
 + 1 point, else "OUTSIDE NOISE". For the training loss, which has no points, the 1 point is read
 as 1% of the fp32 loss. NaN anywhere is outside. Then the FUN unfreezing orders and how far
 apart the tr(F) values are that chose them. Always exits 0: the verdicts are the report.
+UPDATES: read only the first UPDATES updates of each run's loss curve (runs still training, or
+stopped early: compare them at the same point; their scores are those of the checkpoints given).
 """
 import csv
 import math
@@ -16,6 +18,7 @@ import os
 import sys
 
 LAST_STEPS = 10  # the final training loss: the mean over the last this many updates
+MAX_UPDATES = int(sys.argv[4]) if len(sys.argv) > 4 else None
 
 
 def read_csv(path):
@@ -25,7 +28,8 @@ def read_csv(path):
 
 def loss_curve(run):
     """{step: training loss} of every update (metrics.csv)."""
-    curve = {int(r["step"]): float(r["loss"]) for r in read_csv(os.path.join(run, "metrics.csv"))}
+    curve = {int(r["step"]): float(r["loss"]) for r in read_csv(os.path.join(run, "metrics.csv"))
+             if MAX_UPDATES is None or int(r["step"]) <= MAX_UPDATES}
     if not curve:
         sys.exit(f"check_bf16_report: {run}/metrics.csv has no updates")
     return curve
@@ -47,19 +51,19 @@ def scores(path):
     return {(r["language"], r["metric"]): float(r["value"]) for r in read_csv(path)}
 
 
-def unfreeze_order(run):
-    """The task adapters' layers in the order they became trainable (schedule.csv)."""
-    rows = read_csv(os.path.join(run, "schedule.csv"))
-    return [int(r["layer"]) for r in sorted(rows, key=lambda r: (int(r["unfreeze_step"]), int(r["from_top"])))]
-
-
-def first_fun_traces(run):
-    """{layer: tr(F)} at the first decision FUN made by tr(F) (fun_selection.csv)."""
-    rows = read_csv(os.path.join(run, "fun_selection.csv"))
-    if not rows:
-        return {}
-    first = min(int(r["step"]) for r in rows)
-    return {int(r["layer"]): float(r["trace"]) for r in rows if int(r["step"]) == first}
+def fun_decisions(run):
+    """{step: (chosen layer, {layer: tr(F)})} of every decision FUN made by tr(F)
+    (fun_selection.csv), within the first MAX_UPDATES updates."""
+    decisions = {}
+    for r in read_csv(os.path.join(run, "fun_selection.csv")):
+        step = int(r["step"])
+        if MAX_UPDATES is not None and step > MAX_UPDATES:
+            continue
+        _, traces = decisions.setdefault(step, (None, {}))
+        traces[int(r["layer"])] = float(r["trace"])
+        if r["chosen"] == "1":
+            decisions[step] = (int(r["layer"]), traces)
+    return decisions
 
 
 def max_relative_difference(a, b):
@@ -74,7 +78,7 @@ def fmt(x, digits=2):
 
 
 def main():
-    manifest, runs_dir, results_dir = sys.argv[1:]
+    manifest, runs_dir, results_dir = sys.argv[1:4]
     runs = []
     with open(manifest) as f:
         for line in f:
@@ -85,7 +89,7 @@ def main():
             val = best_validation(run)
             if val is not None:
                 numbers["val acc"] = val
-            for (lang, metric), value in scores(result).items():
+            for (lang, metric), value in (scores(result) if os.path.exists(result) else {}).items():
                 if lang != "lowest":
                     numbers[f"{metric} {lang}"] = value
             runs.append({"part": part, "name": name, "precision": precision, "seed": seed, "run": run,
@@ -156,29 +160,35 @@ def compare(part, runs):
               f"updates |bf16 - fp32| mean {sum(diffs) / len(diffs):.4f}, max {max(diffs):.4f}; "
               f"non-finite losses: {sum(not math.isfinite(v) for v in list(fp32.values()) + list(bf16.values()))}")
 
-    traces = {k: first_fun_traces(r["run"]) for k, r in by.items()}
-    if any(traces.values()):  # a FUN run: its order is what tr(F) chose
-        orders = {k: unfreeze_order(r["run"]) for k, r in by.items()}
-        print()
-        print(f"{part}: unfreezing order (layers, first to last; 11 = top)")
-        for (p, s), order in sorted(orders.items(), key=lambda kv: (kv[0][1], kv[0][0] != "fp32")):
-            print(f"  {p} s{s}: {' '.join(map(str, order))}")
-        for s in pairs:
-            if ("fp32", s) in orders and ("bf16", s) in orders:
-                same = orders[("fp32", s)] == orders[("bf16", s)]
-                print(f"  s{s}: bf16 order {'the same as' if same else 'DIFFERENT from'} fp32")
-        if len(noise_seeds) == 2:
-            same = orders.get(("fp32", noise_seeds[0])) == orders.get(("fp32", noise_seeds[1]))
-            print(f"  fp32 s{noise_seeds[0]} vs s{noise_seeds[1]}: {'the same' if same else 'different'}")
-        seed_rel = None
-        if len(noise_seeds) == 2:
-            seed_rel = max_relative_difference(traces[("fp32", noise_seeds[1])], traces[("fp32", noise_seeds[0])])
-        for s in pairs:
-            rel = max_relative_difference(traces[("bf16", s)], traces[("fp32", s)])
-            if rel is not None:
-                print(f"  s{s}: tr(F) at the first FUN decision, max |bf16 - fp32| / fp32 = {100 * rel:.2f}%"
-                      f" (fp32 seed to seed: {fmt(None if seed_rel is None else 100 * seed_rel)}%)")
-
+    decisions = {k: fun_decisions(r["run"]) for k, r in by.items()}
+    if not any(decisions.values()):
+        return
+    # FUN's choices (after the top layer, which it unfreezes first without tr(F)).
+    print()
+    print(f"{part}: layers FUN chose by tr(F), in order (11 = top; steps counted in updates)")
+    for (p, s), d in sorted(decisions.items(), key=lambda kv: (kv[0][1], kv[0][0] != "fp32")):
+        print(f"  {p} s{s}: " + " ".join(f"{d[step][0]}@{step}" for step in sorted(d)))
+    for s in pairs:
+        fp32, bf16 = decisions[("fp32", s)], decisions[("bf16", s)]
+        steps = sorted(set(fp32) & set(bf16))
+        differ = [step for step in steps if fp32[step][0] != bf16[step][0]]
+        print(f"  s{s}: bf16 chose {'the same layers as' if not differ else 'DIFFERENT layers from'} fp32 at "
+              f"{len(steps)} common decisions" + (f" (differs from step {differ[0]})" if differ else ""))
+        if steps:
+            rel = max_relative_difference(bf16[steps[0]][1], fp32[steps[0]][1])
+            print(f"  s{s}: tr(F) at the first decision (step {steps[0]}), max |bf16 - fp32| / fp32 = {100 * rel:.2f}%")
+        margins = []
+        for step in steps:
+            ranked = sorted(fp32[step][1].values(), reverse=True)
+            if len(ranked) > 1:
+                margins.append(f"{100 * (ranked[0] / ranked[1] - 1):.2f}%@{step}")
+        if margins:
+            print(f"  s{s}: fp32's tr(F) margin of the chosen layer over the runner-up: {' '.join(margins)}")
+    if len(noise_seeds) == 2:
+        a, b = (decisions[("fp32", s)] for s in noise_seeds)
+        steps = sorted(set(a) & set(b))
+        same = all(a[step][0] == b[step][0] for step in steps)
+        print(f"  fp32 s{noise_seeds[0]} vs s{noise_seeds[1]}: {'the same' if same else 'different'} choices at {len(steps)} common decisions")
 
 if __name__ == "__main__":
     main()
