@@ -17,7 +17,8 @@
 #   COPA_SEEDS="42 43"  QA_SEEDS="1 2" (one seed: no measured noise, the margin alone)
 #   BF16_SEEDS="42 1"   train bf16 only at these seeds (default: every seed); the other seeds
 #                       train fp32 alone, for the noise
-#   QA_LANGS="en de ru zh" (held-out XQuAD languages scored; en is needed, QA trains on it)
+#   QA_LANGS="en de ru zh" (held-out XQuAD languages scored; en is needed, QA trains on it;
+#                       a split made earlier for more languages is reused, scored in these)
 #   PARTS="copa qa"     which parts to train and score (the report shows whatever is finished)
 #   QA_EPOCHS=1 QA_STEPS (fewer QA updates, as in madx-xquad.sh)  THREADS=2
 #   TOOLKIT=path/to/toolkit  use this binary (with `train`); else the release build is copied
@@ -77,14 +78,15 @@ precisions() {
     esac
 }
 
-# export_and_score NAME SUITE DATA_DIR: exports run NAME and scores it, each once.
+# export_and_score NAME SUITE DATA_DIR [LANGS]: exports run NAME and scores it (in LANGS,
+# comma-separated; default the suite's), each once.
 export_and_score() {
-    local name=$1 suite=$2 data=$3
+    local name=$1 suite=$2 data=$3 langs=${4:-}
     [ -f "$exports/$name/export.json" ] ||
         timed "$name" export "$TOOLKIT" export --run "$runs/$name" --no-lang-adapter --out "$exports/$name"
     [ -f "$results/$name.csv" ] ||
         timed "$name" "eval ($suite)" "$TOOLKIT" eval --suite "$suite" --models "$exports/$name" --data-dir "$data" \
-            --device cpu --threads "$THREADS" --run-name "$name" --out "$results/$name.csv"
+            --device cpu --threads "$THREADS" ${langs:+--lang "$langs"} --run-name "$name" --out "$results/$name.csv"
 }
 
 : > "$manifest"
@@ -114,7 +116,7 @@ for part in "${parts[@]}"; do
                         --train-file "$split/xquad/train.en.json" --out "$runs/$name" --epochs "${QA_EPOCHS:-1}" \
                         --batch-size 16 --lr 5e-4 --threads "$THREADS" --set max_length=384 \
                         ${QA_STEPS:+--max-steps "$QA_STEPS"} --precision "$precision"
-                    export_and_score "$name" "$split/xquad-heldout.toml" "$split"
+                    export_and_score "$name" "$split/xquad-heldout.toml" "$split" "$(IFS=,; echo "${qa_langs[*]}")"
                     printf 'qa\t%s\t%s\t%s\n' "$name" "$precision" "$seed" >> "$manifest"
                 done
             done
