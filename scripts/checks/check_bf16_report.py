@@ -176,7 +176,12 @@ def compare(part, runs):
               f"{len(steps)} common decisions" + (f" (differs from step {differ[0]})" if differ else ""))
         if steps:
             rel = max_relative_difference(bf16[steps[0]][1], fp32[steps[0]][1])
-            print(f"  s{s}: tr(F) at the first decision (step {steps[0]}), max |bf16 - fp32| / fp32 = {100 * rel:.2f}%")
+            # A bias common to every layer leaves FUN's ranking alone; scatter could reorder it.
+            signed = [bf16[step][1][k] / fp32[step][1][k] - 1 for step in steps for k in fp32[step][1] if k in bf16[step][1]]
+            mean = sum(signed) / len(signed)
+            spread = (sum((x - mean) ** 2 for x in signed) / len(signed)) ** 0.5
+            print(f"  s{s}: tr(F) at the first decision (step {steps[0]}), max |bf16 - fp32| / fp32 = {100 * rel:.2f}%; "
+                  f"over all common decisions bf16 / fp32 - 1 = {100 * mean:+.2f}% mean, {100 * spread:.2f}% spread")
         margins = []
         for step in steps:
             ranked = sorted(fp32[step][1].values(), reverse=True)
