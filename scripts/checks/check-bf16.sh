@@ -26,7 +26,15 @@
 #   TOOLKIT_DATA_DIR=DIR     with copa/, xcopa/ and xquad/ (default ../shared/data)
 #
 # Runs, exports and results go to runs/, exports/ and results/bf16-check/; finished ones are
-# reused (a finished training run resumes at its end; delete a folder to redo it).
+# reused (a training run resumes from its last checkpoint, a finished one at its end; each
+# export and results CSV is made once: delete it to redo it).
+#
+# How long it takes: on 2 cores (AMD EPYC, AVX512-BF16) shared with 4 other jobs (load 13-20,
+# Nov 2026) the defaults did not fit in 90 minutes: a COPA run's first 25 of its 100 updates
+# took ~28 min wall (fp32 and bf16 alike; FUN's tr(F) is about half of it), 16 QA updates
+# 33 min (bf16) and 39 min (fp32), an XCOPA or 4-language XQuAD scoring over 10 min. What
+# finished there: QA_SEEDS=1 QA_STEPS=16 QA_LANGS="en de", and the COPA runs up to their
+# first validation (update 25), compared with check_bf16_report.py's UPDATES argument.
 set -euo pipefail
 # shellcheck source=scripts/paths.sh
 source "$(dirname "${BASH_SOURCE[0]}")/../paths.sh"
