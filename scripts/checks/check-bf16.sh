@@ -31,8 +31,8 @@
 #
 # How long it takes: on 2 cores (AMD EPYC, AVX512-BF16) shared with 4 other jobs (load 13-20,
 # Nov 2026) the defaults did not fit in 90 minutes: a COPA run's first 25 of its 100 updates
-# took ~28 min wall (fp32 and bf16 alike; FUN's tr(F) is about half of it), 16 QA updates
-# 33 min (bf16) and 39 min (fp32), an XCOPA or 4-language XQuAD scoring over 10 min. What
+# took 28-46 min wall (the load grew; no speed comparison), 16 QA updates 33 min (bf16) and
+# 39 min (fp32), an XCOPA or 4-language XQuAD scoring over 10 min. What
 # finished there: QA_SEEDS=1 QA_STEPS=16 QA_LANGS="en de", and the COPA runs up to their
 # first validation (update 25), compared with check_bf16_report.py's UPDATES argument.
 set -euo pipefail
