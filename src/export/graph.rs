@@ -366,8 +366,9 @@ impl Builder<'_> {
     /// y = s * w_n * (xq @ Wq) - (s * z) * (w_n * c_n) + b_n, which is s * w_n * ((xq - z) @ Wq) + b_n.
     /// The integer product is ONNX Runtime's u8 x s8 GEMM (VNNI where the CPU has it). A scale
     /// per token instead of one over the whole batch keeps padding and outlier tokens from
-    /// widening every token's steps (on real XCOPA inputs: 2.4x fewer flipped predictions, at
-    /// the same speed). On CPUs without VNNI, ONNX Runtime's AVX2 u8 x s8 kernel sums pairs of
+    /// widening every token's steps (on real XCOPA inputs: 2.4x fewer flipped predictions), at a
+    /// cost: these are more passes over the activations than ONNX Runtime's fused per-tensor
+    /// DynamicQuantizeMatMul (measured 1.75x instead of 2.33x the fp32 speed). On CPUs without VNNI, ONNX Runtime's AVX2 u8 x s8 kernel sums pairs of
     /// products in 16 bits, which can saturate with full 8-bit weights (onnxruntime's
     /// `reduce_range` caveat).
     fn integer_linear(&mut self, x: &str, prefix: &str, in_dim: usize, out_dim: usize, bias: bool) -> Result<String> {
