@@ -51,7 +51,9 @@ impl Bottleneck {
         let u = linear(&self.down, &z);
         let a = activate(&u, c.non_linearity);
         let y = linear(&self.up, &a);
-        let up = dropout(&(&y * c.scaling), c.dropout, train);
+        // A scaling of 1 (MAD-X's) would cost a full multiply forward and backward for nothing.
+        let scaled = if c.scaling == 1.0 { y.shallow_clone() } else { &y * c.scaling };
+        let up = dropout(&scaled, c.dropout, train);
         if let Some(slot) = tap {
             *slot = Some(Tap { z, u, a, y });
         }

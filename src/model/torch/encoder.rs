@@ -68,7 +68,7 @@ struct SelfAttention {
 }
 
 impl SelfAttention {
-    fn forward(&self, x: &Tensor, mask: &Tensor, train: bool) -> Tensor {
+    fn forward(&self, x: &Tensor, mask: Option<&Tensor>, train: bool) -> Tensor {
         let (b, s, _) = x.size3().expect("hidden states are [batch, seq, hidden]");
         let split = |t: Tensor| t.view([b, s, self.heads, self.head_dim]).transpose(1, 2);
         let q = split(linear(&self.query, x));
@@ -79,12 +79,14 @@ impl SelfAttention {
             // Without dropout on the probabilities, libtorch's fused attention (one pass over
             // blocks of keys, forward and backward) does the same computation in less time.
             let scale = 1.0 / (self.head_dim as f64).sqrt();
-            return merge(Tensor::scaled_dot_product_attention(&q, &k, &v, Some(mask), 0.0, false, scale, false));
+            return merge(Tensor::scaled_dot_product_attention(&q, &k, &v, mask, 0.0, false, scale, false));
         }
         // Scaling q (not the scores) and adding the mask in place keeps one seq x seq tensor
         // alive per layer instead of three; matmul's backward does not need its output.
         let mut scores = (q * (1.0 / (self.head_dim as f64).sqrt())).matmul(&k.transpose(-1, -2));
-        let _ = scores.g_add_(mask);
+        if let Some(mask) = mask {
+            let _ = scores.g_add_(mask);
+        }
         // libtorch's CPU softmax accumulates bf16 scores in float32 and only rounds its output:
         // a float32 output would cost four times as long and a cast back.
         let probs = dropout(&scores.softmax(-1, scores.kind()), self.dropout, train);
@@ -136,7 +138,8 @@ impl Layer {
     }
 
     /// `tap` names the adapter whose activations to record into the given slot.
-    pub fn forward(&self, x: &Tensor, mask: &Tensor, train: bool, mut tap: Option<(&str, &mut Option<Tap>)>) -> Tensor {
+    /// `mask` is the additive attention mask, `None` where every token is attended.
+    pub fn forward(&self, x: &Tensor, mask: Option<&Tensor>, train: bool, mut tap: Option<(&str, &mut Option<Tap>)>) -> Tensor {
         let context = self.attention.forward(x, mask, train);
         let attn = self
             .attention_ln
@@ -191,15 +194,20 @@ impl Encoder {
         }
         // Hugging Face's additive mask: 0 where attended, the dtype's minimum where masked.
         let lowest = if self.compute == Kind::BFloat16 { BF16_MIN } else { f32::MIN as f64 };
-        let keep = mask.to_kind(self.compute);
-        let additive = ((keep.ones_like() - keep) * lowest).unsqueeze(1).unsqueeze(1);
+        // Without padding it adds nothing: skip it, as Hugging Face does for SDPA, which saves
+        // a pass over every layer's scores.
+        let padded = mask.min().int64_value(&[]) == 0;
+        let additive = padded.then(|| {
+            let keep = mask.to_kind(self.compute);
+            ((keep.ones_like() - keep) * lowest).unsqueeze(1).unsqueeze(1)
+        });
         if let Some((_, slots)) = &mut taps {
             slots.clear();
             slots.resize_with(self.layers.len(), || None);
         }
         for (i, layer) in self.layers.iter().enumerate() {
             let tap = taps.as_mut().map(|(name, slots)| (*name, &mut slots[i]));
-            x = layer.forward(&x, &additive, train, tap);
+            x = layer.forward(&x, additive.as_ref(), train, tap);
         }
         x
     }
