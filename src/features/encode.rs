@@ -1,5 +1,8 @@
 //! Sentence-pair encoding with the truncation settings each task uses.
+use std::borrow::Cow;
+
 use anyhow::{anyhow, bail, Result};
+use tokenizers::utils::truncation::truncate_encodings;
 use tokenizers::{Encoding, PostProcessor, Tokenizer, TruncationParams, TruncationStrategy};
 
 /// How a pair longer than `max_length` tokens (special tokens included) is cut.
@@ -24,7 +27,8 @@ impl Truncation {
 /// without padding (batches are padded when they are built). Windows past the first, where
 /// kept, are in each encoding's `get_overflowing()`.
 ///
-/// Each side is tokenised whole and truncation applied afterwards, in `post_process`:
+/// Each side is tokenised whole and truncated afterwards (`truncate_encodings`, then
+/// `post_process` adds the special tokens):
 /// tokenizers 0.23 cuts every sequence to `max_length` tokens while tokenising when
 /// truncation is set, which loses all overflow windows but the first.
 pub fn encode_pairs(
@@ -32,18 +36,25 @@ pub fn encode_pairs(
     pairs: Vec<(String, String)>,
     truncation: Truncation,
 ) -> Result<Vec<Encoding>> {
-    let mut whole = tokenizer.clone();
-    whole.with_padding(None);
-    whole.with_truncation(None).map_err(|e| anyhow!("truncation settings: {e}"))?;
-    let mut truncating = whole.clone();
-    truncating
-        .with_truncation(Some(TruncationParams {
-            max_length: truncation.max_length,
-            strategy: truncation.strategy,
-            stride: truncation.stride,
-            ..TruncationParams::default()
-        }))
-        .map_err(|e| anyhow!("truncation settings: {e}"))?;
+    // A copy only for a tokenizer that pads or truncates by itself: copying a 250k-piece
+    // vocabulary costs more than tokenising a language's test set.
+    let whole = if tokenizer.get_padding().is_none() && tokenizer.get_truncation().is_none() {
+        Cow::Borrowed(tokenizer)
+    } else {
+        let mut plain = tokenizer.clone();
+        plain.with_padding(None);
+        plain.with_truncation(None).map_err(|e| anyhow!("truncation settings: {e}"))?;
+        Cow::Owned(plain)
+    };
+    // What `post_process` does with truncation set: the special tokens' room comes off the
+    // length first.
+    let added = whole.get_post_processor().map_or(0, |p| p.added_tokens(true));
+    let params = TruncationParams {
+        max_length: truncation.max_length.saturating_sub(added),
+        strategy: truncation.strategy,
+        stride: truncation.stride,
+        ..TruncationParams::default()
+    };
     let tokenize =
         |texts: Vec<String>| whole.encode_batch_char_offsets(texts, false).map_err(|e| anyhow!("tokenizing: {e}"));
     // In chunks, so the untruncated encodings of long texts never all exist at once.
@@ -56,8 +67,8 @@ pub fn encode_pairs(
             check_room_for_windows(&whole, &firsts, &seconds, truncation)?;
         }
         for (first, second) in firsts.into_iter().zip(seconds) {
-            let mut encoding =
-                truncating.post_process(first, Some(second), true).map_err(|e| anyhow!("truncating: {e}"))?;
+            let (first, second) = truncate_encodings(first, Some(second), &params).map_err(|e| anyhow!("truncating: {e}"))?;
+            let mut encoding = whole.post_process(first, second, true).map_err(|e| anyhow!("special tokens: {e}"))?;
             if !truncation.windows {
                 // Pair truncation lists every combination of cut-off pieces as overflow; none
                 // is used without windows, and for long texts they dwarf the kept tokens.
