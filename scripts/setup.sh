@@ -6,7 +6,7 @@
 #   scripts/setup.sh --no-build # only the libraries
 #   scripts/setup.sh --cuda     # also the CUDA libraries torch's wheel depends on (~3 GB) and
 #                               # onnxruntime-gpu's library, built with `--features cuda`, for
-#                               # `train/eval --device cuda` (scripts/checks/check-gpu.sh checks it)
+#                               # `train/eval --device cuda` (scripts/check-gpu.sh checks it)
 #   TOOLKIT_NO_TORCH=1 scripts/setup.sh  # eval/export-only machine: no libtorch (build with
 #                                        # --no-default-features --features eval)
 set -euo pipefail

@@ -1,11 +1,12 @@
 //! Training gradients and Fisher traces against the reference stack (PyTorch + adapters) on
-//! the fixtures with `train_ref.safetensors`.
+//! the fixtures with `train_ref.safetensors`, on `common::test_device()` (scripts/check-gpu.sh
+//! runs them on CUDA, fp32 and bf16, against the same float32 reference).
 #![cfg(feature = "train")]
 
 mod common;
 
 use common::Case;
-use tch::{Device, Tensor};
+use tch::Tensor;
 use toolkit::device::Precision;
 use toolkit::model::torch::{Inputs, MadxModel};
 use toolkit::model::{ComposedModel, Weights};
@@ -46,11 +47,14 @@ fn autocast_tolerance(case: &str, key: &str, floor: f64) -> f64 {
 fn setup(name: &str) -> (Case, ComposedModel, MadxModel, TrainBatch) {
     let case = Case::load(&common::repo().join("tests/fixtures/parity").join(name));
     let composed = ComposedModel::load(&case.files()).unwrap();
-    let model = MadxModel::load(composed.clone(), Device::Cpu).unwrap();
+    let device = toolkit::device::torch_device(common::test_device()).unwrap();
+    let model = MadxModel::load(composed.clone(), device).unwrap();
     let t = |n: &str| {
-        case.input(n).map(|(d, s)| Tensor::from_slice(&d).reshape(s.iter().map(|&x| x as i64).collect::<Vec<_>>()))
+        case.input(n).map(|(d, s)| Tensor::from_slice(&d).reshape(s.iter().map(|&x| x as i64).collect::<Vec<_>>()).to_device(device))
     };
-    let ints = |v: &serde_json::Value| Tensor::from_slice(&v.as_array().unwrap().iter().map(|x| x.as_i64().unwrap()).collect::<Vec<_>>());
+    let ints = |v: &serde_json::Value| {
+        Tensor::from_slice(&v.as_array().unwrap().iter().map(|x| x.as_i64().unwrap()).collect::<Vec<_>>()).to_device(device)
+    };
     // QA labels are answer start and end positions, the others a class (or choice) each.
     let gold = &case.json["labels"];
     let labels = match gold.get("start") {

@@ -184,7 +184,12 @@ fn resuming_with_another_config_is_refused() {
     let s = Setup::new();
     Trainer::new(s.config("x", "max_steps = 2\nsave_every = 1\n"), true).unwrap().run_until(Some(1)).unwrap();
     let err = Trainer::new(s.config("x", "max_steps = 2\nsave_every = 1\nreduction_factor = 8.0\n"), true).err().unwrap();
-    assert!(format!("{err:#}").contains("different configuration"), "{err:#}");
+    assert!(format!("{err:#}").contains("different configuration (differing in reduction_factor,"), "{err:#}");
+    // The thread count is not part of a run's identity: a run may finish on more cores.
+    let mut more_threads = s.config("x", "max_steps = 2\nsave_every = 1\n");
+    more_threads.threads = Some(2);
+    Trainer::new(more_threads, true).unwrap().run().unwrap();
+    assert_eq!(column(&s.root.join("x/metrics.csv"), "step").len(), 2);
 }
 
 /// (layer, unfreeze step) rows of schedule.csv.
