@@ -3,7 +3,8 @@
 //! Hugging Face `transformers` + the `adapters` library in eval mode.
 //!
 //! The graph uses the op patterns ONNX Runtime fuses. Its session optimizer turns the residual
-//! `Add` + native `LayerNormalization` into `SkipLayerNormalization`, the bias `Add` + erf GELU
+//! `Add` + native `LayerNormalization` into `SkipLayerNormalization` (CUDA sessions only: on
+//! the CPU that kernel is slower, see `runtime`), the bias `Add` + erf GELU
 //! (`Div -> Erf -> Add -> Mul -> Mul`) into `BiasGelu`, and `MatMul` + `Div` by sqrt(head size)
 //! into `FusedMatMul`. The attention block (per-head Reshape/Transpose, the
 //! `Unsqueeze -> Unsqueeze -> Cast -> Sub -> Mul` additive mask, `Softmax`) is the BERT pattern
@@ -376,7 +377,8 @@ impl Builder<'_> {
         let xq = self.quantize_rows(x, prefix, in_dim);
         let y = self.g.node("MatMulInteger", &format!("{prefix}/MatMulInteger"), &[&xq.values, &w]).out();
         // Its shape, which ONNX Runtime cannot infer through the Reshape back from the
-        // flattened tokens, lets its optimizer fuse the residual Adds into SkipLayerNormalization.
+        // flattened tokens, lets its optimizer fuse the residual Adds into SkipLayerNormalization
+        // where that fusion is on (CUDA).
         let dims = [Dim::named(self.rows), Dim::named("sequence"), Dim::Fixed(out_dim as i64)];
         self.g.value_info(&y, ElemType::I32, &dims);
         let y = self.g.node("Cast", &format!("{prefix}/Cast"), &[&y]).attr(Attr::int("to", ElemType::F32.onnx() as i64)).out();

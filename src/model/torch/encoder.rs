@@ -75,14 +75,27 @@ impl SelfAttention {
         let k = split(linear(&self.key, x));
         let v = split(linear(&self.value, x));
         let merge = |t: Tensor| t.transpose(1, 2).contiguous().view([b, s, self.heads * self.head_dim]);
-        // libtorch's CPU kernel of fused attention in bfloat16 is slower than the plain
-        // products below (a bf16 tr(F) measurement took 30% less time without it, AMD EPYC).
-        let bf16_on_cpu = q.kind() == tch::Kind::BFloat16 && q.device() == tch::Device::Cpu;
-        if (!train || self.dropout <= 0.0) && !bf16_on_cpu {
+        // bf16 on the CPU as PyTorch's attention under autocast: without dropout its fused
+        // kernel takes bf16 q, k and v and accumulates in float32; with dropout its plain path
+        // computes in float32. The plain path below in bf16 put an MLM gradient 10% off the
+        // float32 reference (tests/train_lang.rs tolerates 5%).
+        let compute = q.kind();
+        let fused = !train || self.dropout <= 0.0;
+        if !fused && compute == Kind::BFloat16 && q.device() == tch::Device::Cpu {
+            let float = |t: &Tensor| t.to_kind(Kind::Float);
+            let mask = mask.map(float);
+            return merge(self.core(&float(&q), &float(&k), &float(&v), mask.as_ref(), train)).to_kind(compute);
+        }
+        merge(self.core(&q, &k, &v, mask, train))
+    }
+
+    /// softmax(q k^T / sqrt(d) + mask) v, per head.
+    fn core(&self, q: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&Tensor>, train: bool) -> Tensor {
+        if !train || self.dropout <= 0.0 {
             // Without dropout on the probabilities, libtorch's fused attention (one pass over
             // blocks of keys, forward and backward) does the same computation in less time.
             let scale = 1.0 / (self.head_dim as f64).sqrt();
-            return merge(Tensor::scaled_dot_product_attention(&q, &k, &v, mask, 0.0, false, scale, false));
+            return Tensor::scaled_dot_product_attention(q, k, v, mask, 0.0, false, scale, false);
         }
         // Scaling q (not the scores) and adding the mask in place keeps one seq x seq tensor
         // alive per layer instead of three; matmul's backward does not need its output.
@@ -90,10 +103,10 @@ impl SelfAttention {
         if let Some(mask) = mask {
             let _ = scores.g_add_(mask);
         }
-        // libtorch's CPU softmax accumulates bf16 scores in float32 and only rounds its output:
-        // a float32 output would cost four times as long and a cast back.
+        // libtorch's softmax accumulates bf16 scores (CUDA) in float32 and only rounds its
+        // output: a float32 output would cost four times as long and a cast back.
         let probs = dropout(&scores.softmax(-1, scores.kind()), self.dropout, train);
-        merge(probs.matmul(&v))
+        probs.matmul(v)
     }
 }
 
