@@ -75,27 +75,11 @@ impl SelfAttention {
         let k = split(linear(&self.key, x));
         let v = split(linear(&self.value, x));
         let merge = |t: Tensor| t.transpose(1, 2).contiguous().view([b, s, self.heads * self.head_dim]);
-        // bf16 on the CPU as PyTorch's attention under autocast: without dropout its fused
-        // kernel takes bf16 q, k and v and accumulates in float32; with dropout its plain path
-        // computes in float32. The plain path below in bf16 put an MLM gradient 10% off the
-        // float32 reference (tests/train_lang.rs tolerates 5%).
-        let compute = q.kind();
-        let fused = !train || self.dropout <= 0.0;
-        if !fused && compute == Kind::BFloat16 && q.device() == tch::Device::Cpu {
-            let float = |t: &Tensor| t.to_kind(Kind::Float);
-            let mask = mask.map(float);
-            return merge(self.core(&float(&q), &float(&k), &float(&v), mask.as_ref(), train)).to_kind(compute);
-        }
-        merge(self.core(&q, &k, &v, mask, train))
-    }
-
-    /// softmax(q k^T / sqrt(d) + mask) v, per head.
-    fn core(&self, q: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&Tensor>, train: bool) -> Tensor {
         if !train || self.dropout <= 0.0 {
             // Without dropout on the probabilities, libtorch's fused attention (one pass over
             // blocks of keys, forward and backward) does the same computation in less time.
             let scale = 1.0 / (self.head_dim as f64).sqrt();
-            return Tensor::scaled_dot_product_attention(q, k, v, mask, 0.0, false, scale, false);
+            return merge(Tensor::scaled_dot_product_attention(&q, &k, &v, mask, 0.0, false, scale, false));
         }
         // Scaling q (not the scores) and adding the mask in place keeps one seq x seq tensor
         // alive per layer instead of three; matmul's backward does not need its output.
@@ -103,10 +87,11 @@ impl SelfAttention {
         if let Some(mask) = mask {
             let _ = scores.g_add_(mask);
         }
-        // libtorch's softmax accumulates bf16 scores (CUDA) in float32 and only rounds its
-        // output: a float32 output would cost four times as long and a cast back.
+        // libtorch's CPU softmax accumulates bf16 scores in float32 and only rounds its output:
+        // a float32 output would cost four times as long and a cast back. (The whole core in
+        // float32 for bf16 training cost 20% of a step and 0.6 GiB more: bench-train, AMD EPYC.)
         let probs = dropout(&scores.softmax(-1, scores.kind()), self.dropout, train);
-        probs.matmul(v)
+        merge(probs.matmul(&v))
     }
 }
 
