@@ -29,12 +29,11 @@
 # reused (a training run resumes from its last checkpoint, a finished one at its end; each
 # export and results CSV is made once: delete it to redo it).
 #
-# How long it takes: on 2 cores (AMD EPYC, AVX512-BF16) shared with 4 other jobs (load 13-20,
-# Nov 2026) the defaults did not fit in 90 minutes: a COPA run's first 25 of its 100 updates
-# took 28-46 min wall (the load grew; no speed comparison), 16 QA updates 33 min (bf16) and
-# 39 min (fp32), an XCOPA or 4-language XQuAD scoring over 10 min. What
-# finished there: QA_SEEDS=1 QA_STEPS=16 QA_LANGS="en de", and the COPA runs up to their
-# first validation (update 25), compared with check_bf16_report.py's UPDATES argument.
+# How long it takes: with THREADS=1 on a 2-core AMD EPYC (AVX512-BF16) whose other core ran a
+# build or another run (Dec 2026): a COPA run 3.5 min to train and 3.5-7.5 min to score XCOPA;
+# a QA run 7.5 min to train (42 updates) and about 9 min to score 4 languages; the defaults
+# with BF16_SEEDS="42 43 1" (7 runs) about 1.5 hours. On the same 2 cores shared with 4 other
+# jobs (load 13-20, Nov 2026) a COPA run's first 25 updates took 28-46 min.
 set -euo pipefail
 # shellcheck source=scripts/paths.sh
 source "$(dirname "${BASH_SOURCE[0]}")/../paths.sh"
