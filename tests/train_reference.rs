@@ -35,13 +35,17 @@ const BF16_LOSS_TOLERANCE: f64 = 1e-2;
 /// (`grad_rel_l2`, `fisher_rel`), from tests/fixtures/parity/bf16_autocast.json
 /// (scripts/fixtures/bf16_reference.py). bf16's 8-bit significand makes the error depend on
 /// the case (up to 8% of the gradient and 67% of a small tr(F) for PyTorch itself), so the
-/// toolkit's bf16 is held to the reference stack's bf16: at most twice its error, or `floor`
-/// (2% of a gradient, 4% of tr(F), a sum of squares) where PyTorch happens to be closer.
-fn autocast_tolerance(case: &str, key: &str, floor: f64) -> f64 {
+/// toolkit's bf16 is held to the reference stack's bf16.
+fn autocast_error(case: &str, key: &str) -> f64 {
     let path = common::repo().join("tests/fixtures/parity/bf16_autocast.json");
     let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-    let autocast = json["cases"][case][key].as_f64().unwrap_or_else(|| panic!("{}: no {case}.{key}", path.display()));
-    (2.0 * autocast).max(floor)
+    json["cases"][case][key].as_f64().unwrap_or_else(|| panic!("{}: no {case}.{key}", path.display()))
+}
+
+/// At most `factor` times PyTorch autocast's error on `case`, or `floor` (2% of a gradient, 4%
+/// of tr(F), a sum of squares) where PyTorch happens to be closer.
+fn autocast_tolerance(case: &str, key: &str, factor: f64, floor: f64) -> f64 {
+    (factor * autocast_error(case, key)).max(floor)
 }
 
 fn setup(name: &str) -> (Case, ComposedModel, MadxModel, TrainBatch) {
@@ -139,17 +143,27 @@ fn gradients_of_trainable_adapters_match_reference() {
 }
 
 /// bf16 mixed precision against the float32 reference, within the reference stack's own bf16
-/// error (`autocast_tolerance`).
+/// error: on average over the cases at most 1.5 times autocast's, and on each case at most 2.5
+/// times it (`autocast_tolerance`). One case's ratio is one draw of rounding noise: two
+/// attention kernels of equal accuracy (libtorch's fused bf16 one, and its float32 one on bf16
+/// inputs) put xlmr_stack_mc_hf at 1.14x and 2.04x autocast's error, while the means over the
+/// ten cases were 1.26x and 1.32x.
 #[test]
 fn bf16_gradients_match_reference_within_bf16_tolerance() {
+    let mut ratios = Vec::new();
     for (name, loss_diff, max_abs, rel_l2) in gradients_against_reference(Precision::Bf16) {
-        println!("{name}: loss diff {loss_diff:.1e}, max |grad diff| {max_abs:.2e}, relative L2 {rel_l2:.2e}");
+        let ratio = rel_l2 / autocast_error(name, "grad_rel_l2");
+        println!("{name}: loss diff {loss_diff:.1e}, max |grad diff| {max_abs:.2e}, relative L2 {rel_l2:.2e} ({ratio:.2}x autocast's)");
         assert!(loss_diff < BF16_LOSS_TOLERANCE, "{name}: bf16 loss differs by {loss_diff:e} (relative)");
         // Float32 agrees to 1e-6: an error this small means bf16 never ran.
         assert!(rel_l2 > 1e-4, "{name}: the bf16 gradient equals the float32 one ({rel_l2:e})");
-        let tolerance = autocast_tolerance(name, "grad_rel_l2", 2e-2);
+        let tolerance = autocast_tolerance(name, "grad_rel_l2", 2.5, 2e-2);
         assert!(rel_l2 <= tolerance, "{name}: the bf16 gradient is {rel_l2:e} (relative L2) from the reference, above {tolerance:e}");
+        ratios.push(ratio);
     }
+    let mean = ratios.iter().sum::<f64>() / ratios.len() as f64;
+    println!("mean over the cases: {mean:.2}x autocast's error");
+    assert!(mean <= 1.5, "the bf16 gradients are on average {mean:.2}x PyTorch autocast's error from the reference, above 1.5x");
 }
 
 /// tr(F) measured as FUN measures it, QA log-likelihoods summed over start and end.
@@ -203,7 +217,7 @@ fn fisher_traces_match_reference() {
 #[test]
 fn bf16_fisher_traces_match_reference_within_bf16_tolerance() {
     for (name, worst) in fisher_against_reference(Precision::Bf16) {
-        let tolerance = autocast_tolerance(name, "fisher_rel", 4e-2);
+        let tolerance = autocast_tolerance(name, "fisher_rel", 2.0, 4e-2);
         println!("{name}: max relative bf16 tr(F) diff {worst:.2e} (tolerance {tolerance:.2e})");
         assert!(worst <= tolerance, "{name}: bf16 tr(F) differs by {worst:e} (relative), above {tolerance:e}");
     }

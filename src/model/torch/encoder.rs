@@ -78,8 +78,15 @@ impl SelfAttention {
         if !train || self.dropout <= 0.0 {
             // Without dropout on the probabilities, libtorch's fused attention (one pass over
             // blocks of keys, forward and backward) does the same computation in less time.
+            // Under bf16 it runs in float32: libtorch's fused bf16 kernel took 107 ms per layer
+            // (forward + backward, 32 x 12 heads x 128 x 32, 2 threads, AMD EPYC) against
+            // 40 ms for the float32 one with the casts, and float32 is the more accurate.
             let scale = 1.0 / (self.head_dim as f64).sqrt();
-            return merge(Tensor::scaled_dot_product_attention(&q, &k, &v, mask, 0.0, false, scale, false));
+            let kind = q.kind();
+            let float = |t: &Tensor| t.to_kind(Kind::Float);
+            let mask = mask.map(float);
+            let out = Tensor::scaled_dot_product_attention(&float(&q), &float(&k), &float(&v), mask.as_ref(), 0.0, false, scale, false);
+            return merge(out.to_kind(kind));
         }
         // Scaling q (not the scores) and adding the mask in place keeps one seq x seq tensor
         // alive per layer instead of three; matmul's backward does not need its output.
