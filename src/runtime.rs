@@ -3,7 +3,7 @@
 //! evaluator open every model through `session`.
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use anyhow::{anyhow, bail, Context, Result};
 use ort::environment::Environment;
@@ -11,6 +11,9 @@ use ort::session::builder::{GraphOptimizationLevel, SessionBuilder};
 use ort::session::Session;
 
 pub use crate::device::Device;
+pub use shared_weights::SharedWeights;
+
+mod shared_weights;
 
 /// The ONNX Runtime release the toolkit is built and tested against (`scripts/setup.sh`
 /// extracts it from the PyPI `onnxruntime` wheel into `.venv/ort/`).
@@ -52,6 +55,9 @@ pub struct SessionConfig {
     /// Where ONNX Runtime should write the model after its graph optimisations (to see which
     /// fusions it made).
     pub optimized_model: Option<PathBuf>,
+    /// Weights every session of this configuration takes from memory instead of the model's
+    /// file, packed once for all of them (`shared_weights`).
+    pub shared: Option<SharedWeights>,
 }
 
 impl Default for SessionConfig {
@@ -61,6 +67,7 @@ impl Default for SessionConfig {
             intra_threads: None,
             optimization: GraphOptimizationLevel::All,
             optimized_model: None,
+            shared: None,
         }
     }
 }
@@ -132,6 +139,12 @@ fn builder(env: &Environment, config: &SessionConfig) -> Result<SessionBuilder> 
     builder = builder.with_config_entry("session.qdq_matmulnbits_accuracy_level", "1").map_err(ort::Error::<()>::from)?;
     if let Some(path) = &config.optimized_model {
         builder = builder.with_optimized_model_path(path).map_err(ort::Error::<()>::from)?;
+    }
+    if let Some(shared) = &config.shared {
+        builder = builder.with_prepacked_weights(&shared.prepacked).map_err(ort::Error::<()>::from)?;
+        for (name, value) in &shared.initializers {
+            builder = builder.with_initializer(name, Arc::clone(value)).map_err(ort::Error::<()>::from)?;
+        }
     }
     Ok(builder)
 }

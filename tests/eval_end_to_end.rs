@@ -18,7 +18,7 @@ use toolkit::device::Device;
 use toolkit::eval::{run, EvalArgs};
 use toolkit::export::{export, Dtype, ExportPlan};
 use toolkit::report::results::{read_csv, ResultRow};
-use toolkit::runtime::{self, SessionConfig};
+use toolkit::runtime::{self, SessionConfig, SharedWeights};
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -129,6 +129,7 @@ fn args(suite: String, models: PathBuf, data_dir: PathBuf, out: PathBuf) -> Eval
         base_model: None,
         batch_tokens: 4096,
         threads: Some(1),
+        share_weights: false,
         on_malformed: OnMalformed::Error,
     }
 }
@@ -188,7 +189,7 @@ fn qa_suite_writes_results_and_predictions_independent_of_batching() {
 
 /// With a core to spare (1 ONNX Runtime thread), `de` is read, tokenised and opened while `en`
 /// is scored; the results CSV rows and the predictions are those of each language scored alone,
-/// where nothing runs beside it.
+/// where nothing runs beside it, and those of sessions sharing their weights (`--share-weights`).
 #[test]
 fn overlapped_languages_give_the_sequential_results() {
     let root = tempfile::tempdir().unwrap();
@@ -217,6 +218,15 @@ fn overlapped_languages_give_the_sequential_results() {
         let predictions = |csv: &Path| std::fs::read(csv.with_extension("predictions").join(format!("{lang}.json"))).unwrap();
         assert_eq!(predictions(&together), predictions(&alone), "{lang}: predictions differ from scoring it alone");
     }
+
+    // The languages' sessions sharing one copy of the weights change no result.
+    let shared = root.path().join("shared/results.csv");
+    run(&EvalArgs { share_weights: true, ..args(suite.clone(), models.clone(), data.clone(), shared.clone()) }).unwrap();
+    assert_eq!(read_csv(&shared).unwrap(), rows);
+    let cuda = root.path().join("cuda/results.csv");
+    let err = run(&EvalArgs { share_weights: true, device: Device::Cuda, ..args(suite, models, data, cuda.clone()) }).unwrap_err();
+    assert!(format!("{err:#}").contains("--share-weights"), "{err:#}");
+    assert!(!cuda.exists());
 }
 
 /// The best answer span of a reference row, by brute force over every (start, end) of the
@@ -390,6 +400,11 @@ select_language = true
 /// The exported model's logits for `rows` of (input ids, token types), right-padded into one
 /// batch of shape `[rows]` (classification) or `[1, rows]` (the choices of one item).
 fn model_logits(model: &Path, rows: &[(Vec<i64>, Vec<i64>)], choices: bool) -> Vec<f32> {
+    model_logits_with(model, rows, choices, None)
+}
+
+/// `model_logits` of a session given `shared` weights.
+fn model_logits_with(model: &Path, rows: &[(Vec<i64>, Vec<i64>)], choices: bool, shared: Option<&SharedWeights>) -> Vec<f32> {
     let width = rows.iter().map(|r| r.0.len()).max().unwrap();
     assert!(width <= 16, "the tiny model has 16 positions");
     let (mut ids, mut types, mut mask) = (Vec::new(), Vec::new(), Vec::new());
@@ -399,7 +414,12 @@ fn model_logits(model: &Path, rows: &[(Vec<i64>, Vec<i64>)], choices: bool) -> V
         types.extend(row_types.iter().copied().chain(std::iter::repeat_n(0, pad)));
         mask.extend(std::iter::repeat_n(1, row_ids.len()).chain(std::iter::repeat_n(0, pad)));
     }
-    let config = SessionConfig { device: toolkit::runtime::Device::Cpu, intra_threads: Some(1), ..SessionConfig::default() };
+    let config = SessionConfig {
+        device: toolkit::runtime::Device::Cpu,
+        intra_threads: Some(1),
+        shared: shared.cloned(),
+        ..SessionConfig::default()
+    };
     let mut session = runtime::session_with(model, &config).unwrap().session;
     let shape = if choices { vec![1, rows.len(), width] } else { vec![rows.len(), width] };
     let inputs: Vec<(String, Tensor<i64>)> = [("input_ids", ids), ("attention_mask", mask), ("token_type_ids", types)]
@@ -408,6 +428,81 @@ fn model_logits(model: &Path, rows: &[(Vec<i64>, Vec<i64>)], choices: bool) -> V
         .collect();
     let outputs = session.run(inputs).unwrap();
     outputs["logits"].try_extract_tensor::<f32>().unwrap().1.to_vec()
+}
+
+/// Every language's session of an eval takes the export's projection weights from the first
+/// language's model (one copy, packed once): each language still computes with its own language
+/// adapter, to the bit what a session reading its own file computes, and the eval's results are
+/// those without sharing.
+#[test]
+fn languages_share_projection_weights_and_keep_their_adapters() {
+    let case_name = "bert_stack_cls_hf";
+    let case_dir = repo().join("tests/fixtures/parity").join(case_name);
+    let root = tempfile::tempdir().unwrap();
+    // de's language adapter: en's with every weight scaled, so the two models differ.
+    let de_adapter = root.path().join("lang-de");
+    std::fs::create_dir_all(&de_adapter).unwrap();
+    std::fs::copy(case_dir.join("lang/adapter_config.json"), de_adapter.join("adapter_config.json")).unwrap();
+    let bytes = std::fs::read(case_dir.join("lang/adapter.safetensors")).unwrap();
+    let tensors = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let scaled: Vec<(String, Vec<u8>, Vec<usize>)> = tensors
+        .tensors()
+        .into_iter()
+        .map(|(name, view)| {
+            assert_eq!(view.dtype(), safetensors::Dtype::F32, "{name}");
+            let data = view.data().chunks_exact(4).flat_map(|b| (f32::from_le_bytes([b[0], b[1], b[2], b[3]]) * 1.5).to_le_bytes()).collect();
+            (name, data, view.shape().to_vec())
+        })
+        .collect();
+    let views: Vec<(String, safetensors::tensor::TensorView)> = scaled
+        .iter()
+        .map(|(name, data, shape)| (name.clone(), safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), data).unwrap()))
+        .collect();
+    std::fs::write(de_adapter.join("adapter.safetensors"), safetensors::serialize(views, None).unwrap()).unwrap();
+    let tokenizer = root.path().join("tokenizer");
+    std::fs::create_dir_all(&tokenizer).unwrap();
+    std::fs::write(tokenizer.join("vocab.txt"), vocab().join("\n")).unwrap();
+    std::fs::write(tokenizer.join("tokenizer_config.json"), r#"{"do_lower_case": true}"#).unwrap();
+    let models = root.path().join("export");
+    export(&ExportPlan {
+        model_dir: case_dir.join("model"),
+        task_adapter: Some(case_dir.join("task")),
+        languages: vec![(Some("en".into()), Some(case_dir.join("lang"))), (Some("de".into()), Some(de_adapter))],
+        dtype: Dtype::Fp32,
+        int8_lang_adapters: false,
+        max_seq_len: None,
+        tokenizer_dir: tokenizer,
+        out: models.clone(),
+    })
+    .unwrap();
+
+    let shared = SharedWeights::load(&models.join("en.onnx")).unwrap();
+    let names: Vec<&str> = shared.initializers.iter().map(|(n, _)| n.as_str()).collect();
+    // Per layer q, k, v, attention output, intermediate, output and the task adapter's two
+    // projections, then the pooler and the classifier; no language adapter weight.
+    let config: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(case_dir.join("model/config.json")).unwrap()).unwrap();
+    let per_layer = [
+        "attention.self.query",
+        "attention.self.key",
+        "attention.self.value",
+        "attention.output.dense",
+        "intermediate.dense",
+        "output.dense",
+        "output.adapters.task.adapter_down.0",
+        "output.adapters.task.adapter_up",
+    ];
+    let expected: Vec<String> = (0..config["num_hidden_layers"].as_u64().unwrap())
+        .flat_map(|l| per_layer.iter().map(move |p| format!("encoder.layer.{l}.{p}.weight.T")))
+        .chain(["pooler.dense.weight.T".to_string(), "classifier.weight.T".to_string()])
+        .collect();
+    assert_eq!(names, expected);
+
+    let rows = vec![pair_row("the cat", "a sofa"), pair_row("owner", "the shop closed")];
+    let en = model_logits(&models.join("en.onnx"), &rows, false);
+    let de = model_logits(&models.join("de.onnx"), &rows, false);
+    assert_ne!(en, de, "the two language adapters give different logits");
+    assert_eq!(model_logits_with(&models.join("en.onnx"), &rows, false, Some(&shared)), en);
+    assert_eq!(model_logits_with(&models.join("de.onnx"), &rows, false, Some(&shared)), de, "de computed with its own adapter");
 }
 
 /// `[CLS] first [SEP] second [SEP]` with token types 0 then 1, from vocabulary words.

@@ -15,7 +15,7 @@ use crate::data::{OnMalformed, Skipped};
 use crate::device::Device;
 use crate::fsx::{write_atomic_all, NewDirs};
 use crate::report::results::{summary_rows, to_csv, ResultRow};
-use crate::runtime::{self, RuntimeSession, SessionConfig};
+use crate::runtime::{self, RuntimeSession, SessionConfig, SharedWeights};
 
 /// Score an exported model on a benchmark suite (XNLI, XQuAD, MLQA, XCOPA) with ONNX Runtime.
 #[derive(clap::Args, Debug, Clone)]
@@ -84,6 +84,14 @@ pub struct EvalArgs {
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
 
+    /// One copy of the export's projection weights for every language's session, packed for
+    /// ONNX Runtime's GEMM once instead of once per language (CPU). It holds that copy for the
+    /// whole eval: on XCOPA with e5-small (12 languages, 2 threads, AMD EPYC) it saved 0.02 s
+    /// per language and cost 80 MB of peak memory; it pays with larger models and many
+    /// languages.
+    #[arg(long)]
+    pub share_weights: bool,
+
     /// What to do with a malformed record: stop with an error naming file and line, or skip
     /// it (counted in the summary).
     #[arg(long, value_enum, default_value_t = OnMalformed::Error)]
@@ -139,7 +147,17 @@ pub fn run(args: &EvalArgs) -> Result<()> {
     let mut rows = Vec::new();
     let mut summary = BTreeMap::new();
     let mut predictions = BTreeMap::new();
-    let config = SessionConfig { device: args.device, intra_threads: args.threads, ..SessionConfig::default() };
+    // Languages after the first reuse the first's packed weights. CUDA copies the weights to
+    // the GPU per session and packs nothing.
+    if args.share_weights && args.device == Device::Cuda {
+        bail!("--share-weights shares packed CPU weights; it does nothing with --device cuda");
+    }
+    let share = args.share_weights && languages.len() > 1;
+    let shared = match (share, languages.first()) {
+        (true, Some(first)) => Some(SharedWeights::load(&models.model_path(first)?)?),
+        _ => None,
+    };
+    let config = SessionConfig { device: args.device, intra_threads: args.threads, shared, ..SessionConfig::default() };
     let overlap = spare_cores(args.threads);
     let prepare = |lang: &str| Prepared::new(args, &suite, &models, &config, lang, overlap);
     std::thread::scope(|scope| -> Result<()> {

@@ -105,6 +105,7 @@ fn score(sweep: &Sweep, run: &Run) -> Result<()> {
             base_model: None,
             batch_tokens: 4096,
             threads: sweep.eval.threads,
+            share_weights: false,
             on_malformed: Default::default(),
         })?;
     }
