@@ -185,6 +185,12 @@ fn resuming_with_another_config_is_refused() {
     Trainer::new(s.config("x", "max_steps = 2\nsave_every = 1\n"), true).unwrap().run_until(Some(1)).unwrap();
     let err = Trainer::new(s.config("x", "max_steps = 2\nsave_every = 1\nreduction_factor = 8.0\n"), true).err().unwrap();
     assert!(format!("{err:#}").contains("different configuration (differing in reduction_factor,"), "{err:#}");
+    // Nor is the spelling of a file's path: the same training file named through `.`.
+    let mut respelled = s.config("x", "max_steps = 2\nsave_every = 1\n");
+    let file = respelled.train_file.clone();
+    respelled.train_file = file.parent().unwrap().join(".").join(file.file_name().unwrap());
+    assert_ne!(respelled.train_file.to_str(), file.to_str());
+    Trainer::new(respelled, true).unwrap();
     // The thread count is not part of a run's identity: a run may finish on more cores.
     let mut more_threads = s.config("x", "max_steps = 2\nsave_every = 1\n");
     more_threads.threads = Some(2);

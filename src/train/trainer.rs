@@ -445,8 +445,16 @@ fn check_resumed_config(run: &RunDir, config: &TrainConfig) -> Result<()> {
         Ok(toml::Table::try_from(TrainConfig { threads: None, ..c.clone() })?)
     };
     let (stored, wanted) = (as_table(&stored)?, as_table(config)?);
+    // A file named another way (relative or absolute, through a link) is the same file.
+    let same = |a: Option<&toml::Value>, b: Option<&toml::Value>| {
+        a == b
+            || match (a.and_then(toml::Value::as_str), b.and_then(toml::Value::as_str)) {
+                (Some(a), Some(b)) => matches!((std::fs::canonicalize(a), std::fs::canonicalize(b)), (Ok(a), Ok(b)) if a == b),
+                _ => false,
+            }
+    };
     let differing: std::collections::BTreeSet<&str> =
-        stored.keys().chain(wanted.keys()).filter(|k| stored.get(*k) != wanted.get(*k)).map(String::as_str).collect();
+        stored.keys().chain(wanted.keys()).filter(|k| !same(stored.get(*k), wanted.get(*k))).map(String::as_str).collect();
     if !differing.is_empty() {
         bail!(
             "{} holds a run with a different configuration (differing in {}, against {}); resume with the same settings or choose another --out",
