@@ -88,6 +88,12 @@ fn reference_rows(case: &Case, name: &str) -> Vec<Vec<f64>> {
 
 /// Exports the parity fixture `case` for `languages` into `root/export`.
 fn export_fixture(root: &Path, case: &str, languages: &[&str]) -> PathBuf {
+    let lang = repo().join("tests/fixtures/parity").join(case).join("lang");
+    export_fixture_with(root, case, languages.iter().map(|l| (*l, lang.clone())).collect())
+}
+
+/// Exports the parity fixture `case` into `root/export` with a language adapter per language.
+fn export_fixture_with(root: &Path, case: &str, languages: Vec<(&str, PathBuf)>) -> PathBuf {
     let case_dir = repo().join("tests/fixtures/parity").join(case);
     let tokenizer = root.join("tokenizer");
     std::fs::create_dir_all(&tokenizer).unwrap();
@@ -97,7 +103,7 @@ fn export_fixture(root: &Path, case: &str, languages: &[&str]) -> PathBuf {
     export(&ExportPlan {
         model_dir: case_dir.join("model"),
         task_adapter: Some(case_dir.join("task")),
-        languages: languages.iter().map(|l| (Some(l.to_string()), Some(case_dir.join("lang")))).collect(),
+        languages: languages.into_iter().map(|(l, adapter)| (Some(l.to_string()), Some(adapter))).collect(),
         dtype: Dtype::Fp32,
         int8_lang_adapters: false,
         max_seq_len: None,
@@ -459,22 +465,7 @@ fn languages_share_projection_weights_and_keep_their_adapters() {
         .map(|(name, data, shape)| (name.clone(), safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), data).unwrap()))
         .collect();
     std::fs::write(de_adapter.join("adapter.safetensors"), safetensors::serialize(views, None).unwrap()).unwrap();
-    let tokenizer = root.path().join("tokenizer");
-    std::fs::create_dir_all(&tokenizer).unwrap();
-    std::fs::write(tokenizer.join("vocab.txt"), vocab().join("\n")).unwrap();
-    std::fs::write(tokenizer.join("tokenizer_config.json"), r#"{"do_lower_case": true}"#).unwrap();
-    let models = root.path().join("export");
-    export(&ExportPlan {
-        model_dir: case_dir.join("model"),
-        task_adapter: Some(case_dir.join("task")),
-        languages: vec![(Some("en".into()), Some(case_dir.join("lang"))), (Some("de".into()), Some(de_adapter))],
-        dtype: Dtype::Fp32,
-        int8_lang_adapters: false,
-        max_seq_len: None,
-        tokenizer_dir: tokenizer,
-        out: models.clone(),
-    })
-    .unwrap();
+    let models = export_fixture_with(root.path(), case_name, vec![("en", case_dir.join("lang")), ("de", de_adapter)]);
 
     let shared = SharedWeights::load(&models.join("en.onnx")).unwrap();
     let names: Vec<&str> = shared.initializers.iter().map(|(n, _)| n.as_str()).collect();
