@@ -47,8 +47,8 @@ fn load_model(path: &Path) -> ModelProto {
 
 /// A first-order bound on how far the int8 export's outputs move from the fp32 export's: each
 /// integer projection rounds its weights to at most 1/254 of the column's largest weight and its
-/// activations to at most 1/510 of the token's range, so its output moves by at most about
-/// (1/254 + 1/510) of its own size; errors of projections in series add up. The longest path
+/// activations (7 bits) to at most 1/254 of the token's range, so its output moves by at most
+/// about (1/254 + 1/254) of its own size; errors of projections in series add up. The longest path
 /// through the graph passes every integer projection but two of Q, K, V per layer; the bound
 /// is that many times the per-projection error, relative to the largest fp32 output.
 /// (First order: LayerNorm and softmax are taken as not amplifying the error.)
@@ -56,7 +56,7 @@ fn int8_bound(int8_model: &Path, largest_output: f64) -> f64 {
     let graph = load_model(int8_model).graph.unwrap();
     let count = |op: &str| graph.node.iter().filter(|n| n.op_type() == op).count();
     let in_series = count("MatMulInteger") - 2 * count("Softmax");
-    in_series as f64 * (1.0 / 254.0 + 1.0 / 510.0) * largest_output
+    in_series as f64 * (2.0 / 254.0) * largest_output
 }
 
 #[test]

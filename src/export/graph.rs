@@ -178,6 +178,13 @@ fn transpose(entry: &Entry, out_dim: usize, in_dim: usize) -> Result<Vec<f32>> {
     Ok(t)
 }
 
+/// Steps of an int8 export's activation quantisation: 7 bits, not 8. Without VNNI (AVX2,
+/// AVX-512 without VNNI), ONNX Runtime's u8 x s8 kernel adds each pair of products in 16 bits
+/// with saturation; 255 x 127 x 2 overflows it and moved the fixtures' logits twice as far as
+/// the error bound on an AVX2 CPU. With at most 128 x 127 x 2 = 32512 it cannot overflow, so an
+/// export gives the same scores on every CPU.
+const ACTIVATION_STEPS: f32 = 127.0;
+
 /// An `[in, out]` weight as int8 with one float32 scale per output feature (column),
 /// symmetric: scale = max |w| / 127 over the column, q = round(w / scale), as onnxruntime's
 /// `quantize_dynamic` does per channel. The error of each weight is at most half a step,
@@ -369,9 +376,7 @@ impl Builder<'_> {
     /// per token instead of one over the whole batch keeps padding and outlier tokens from
     /// widening every token's steps (on real XCOPA inputs: 2.4x fewer flipped predictions), at a
     /// cost: these are more passes over the activations than ONNX Runtime's fused per-tensor
-    /// DynamicQuantizeMatMul (measured 1.75x instead of 2.33x the fp32 speed). On CPUs without VNNI, ONNX Runtime's AVX2 u8 x s8 kernel sums pairs of
-    /// products in 16 bits, which can saturate with full 8-bit weights (onnxruntime's
-    /// `reduce_range` caveat).
+    /// DynamicQuantizeMatMul (measured 1.75x instead of 2.33x the fp32 speed).
     fn integer_linear(&mut self, x: &str, prefix: &str, in_dim: usize, out_dim: usize, bias: bool) -> Result<String> {
         let [w, w_scale, w_sum] = self.integer_weight(&format!("{prefix}.weight"), out_dim, in_dim)?;
         let xq = self.quantize_rows(x, prefix, in_dim);
@@ -391,9 +396,9 @@ impl Builder<'_> {
 
     /// Quantises `x` `[rows, sequence, in_dim]` to uint8 with one scale and zero point per
     /// token, over its `in_dim` features, as ONNX's DynamicQuantizeLinear does over a whole
-    /// tensor: scale = (max(0, max x) - min(0, min x)) / 255, zero point z = round(-min(0, min x)
-    /// / scale), xq = saturate(round(x / scale) + z), so its error is at most scale / 2. An
-    /// all-zero token gets the smallest positive scale. QuantizeLinear takes one scale per
+    /// tensor but with `ACTIVATION_STEPS` steps: scale = (max(0, max x) - min(0, min x)) / 127,
+    /// zero point z = round(-min(0, min x) / scale), xq = round(x / scale) + z (0 to 128), so its
+    /// error is at most scale / 2. An all-zero token gets the smallest positive scale. QuantizeLinear takes one scale per
     /// index of one axis, so it runs on `x` flattened to `[tokens, in_dim]`. Done once per
     /// tensor; `prefix` names the nodes after the first projection using it.
     fn quantize_rows(&mut self, x: &str, prefix: &str, in_dim: usize) -> RowsQuantized {
@@ -407,7 +412,7 @@ impl Builder<'_> {
         let hi = self.g.node("Max", &format!("{p}/Max_zero"), &[&hi, &zero]).out();
         let lo = self.g.node("Min", &format!("{p}/Min_zero"), &[&lo, &zero]).out();
         let range = self.g.node("Sub", &format!("{p}/range"), &[&hi, &lo]).out();
-        let steps = self.scalar_of(&format!("{p}/steps"), ElemType::F32, 255.0);
+        let steps = self.scalar_of(&format!("{p}/steps"), ElemType::F32, ACTIVATION_STEPS);
         let scale = self.g.node("Div", &format!("{p}/Div_steps"), &[&range, &steps]).out();
         let smallest = self.scalar_of(&format!("{p}/smallest_scale"), ElemType::F32, f32::MIN_POSITIVE);
         let scale = self.g.node("Max", &format!("{p}/scale"), &[&scale, &smallest]).out();
