@@ -116,14 +116,6 @@ fn head_matmuls(graph: &toolkit_onnx::onnx::GraphProto) -> usize {
     graph.node.iter().filter(|n| n.op_type() == "MatMul" && n.input[1].ends_with(".weight.T")).count()
 }
 
-/// The reference venv's interpreter (`$REF_VENV`, else `.venv-ref`), if it imports `modules`.
-fn reference_python(modules: &str) -> Option<PathBuf> {
-    let venv = std::env::var_os("REF_VENV").map(PathBuf::from).unwrap_or_else(|| common::repo().join(".venv-ref"));
-    let python = venv.join("bin/python");
-    let imports = std::process::Command::new(&python).args(["-c", &format!("import {modules}")]).output();
-    imports.is_ok_and(|o| o.status.success()).then_some(python)
-}
-
 /// Against scripts/checks/int8_reference.py: the reference model (transformers + adapters) with
 /// its encoder and adapter Linear layers computed in numpy integers under the export's rules.
 /// Both sides quantise the same activations the same way, so only float rounding is left
@@ -134,7 +126,7 @@ fn reference_python(modules: &str) -> Option<PathBuf> {
 /// to the first-order int8 bound instead; most cases have none.
 #[test]
 fn int8_exports_match_a_numpy_reference_of_the_same_rules() {
-    let Some(python) = reference_python("torch, transformers, adapters, numpy") else {
+    let Some(python) = common::reference_python("torch, transformers, adapters, numpy") else {
         eprintln!("skipping: no reference venv with torch, transformers and adapters (set REF_VENV)");
         return;
     };
@@ -209,7 +201,7 @@ fn onnx_runtime_keeps_each_projection_integer() {
 
 #[test]
 fn int8_exports_pass_the_onnx_full_checker() {
-    let Some(python) = reference_python("onnx, onnxruntime") else {
+    let Some(python) = common::reference_python("onnx, onnxruntime") else {
         eprintln!("skipping: no reference venv with `onnx` (set REF_VENV; see scripts/checks/check-onnx.py)");
         return;
     };

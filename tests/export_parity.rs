@@ -279,7 +279,7 @@ fn onnx_runtime_fuses_the_exported_patterns() {
     assert_eq!(count("Div"), 0, "{ops:?}");
     // CUDA sessions keep that fusion, so the eight residual patterns must still match it: ONNX
     // Runtime's default session (the reference venv's) fuses all eight.
-    let Some(python) = reference_python() else {
+    let Some(python) = common::reference_python("onnx, onnxruntime, sympy") else {
         eprintln!("skipping the default-session fusion check: no reference venv with onnx and onnxruntime");
         return;
     };
@@ -299,19 +299,9 @@ fn onnx_runtime_fuses_the_exported_patterns() {
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "8");
 }
 
-/// The Python interpreter of the reference venv (`$REF_VENV`, else `.venv-ref`), if it has `onnx`
-/// and `onnxruntime` (the checker runs each model and its fusions as well, which need `sympy`).
-fn reference_python() -> Option<PathBuf> {
-    let venv = std::env::var_os("REF_VENV").map(PathBuf::from).unwrap_or_else(|| common::repo().join(".venv-ref"));
-    let python = venv.join("bin/python");
-    let has_onnx =
-        std::process::Command::new(&python).args(["-c", "import onnx, onnxruntime, sympy"]).output().is_ok_and(|o| o.status.success());
-    has_onnx.then_some(python)
-}
-
 #[test]
 fn exports_pass_the_onnx_full_checker() {
-    let Some(python) = reference_python() else {
+    let Some(python) = common::reference_python("onnx, onnxruntime, sympy") else {
         eprintln!("skipping: no reference venv with `onnx` and `onnxruntime` (set REF_VENV; see scripts/checks/check-onnx.py)");
         return;
     };

@@ -12,7 +12,10 @@
 #   - bf16: the reference's own mixed precision (torch.autocast("cpu", torch.bfloat16) around
 #     forward and loss) for standard, gu and tr(F), always; the toolkit's `--precision bf16`
 #     (standard, gu, tr(F) batch estimator) when its `train --help` has that option, else the
-#     line "toolkit has no --precision: bf16 rows skipped". Targets: toolkit bf16 standard
+#     line "toolkit has no --precision: bf16 rows skipped"; both skipped, with a line saying so,
+#     on a CPU whose bf16 GEMM is slower than its fp32 one (no bfloat16 instructions: libtorch
+#     emulates them, 0.3 against 168 GFLOP/s on an AVX2-only AMD EPYC, and these rows would take
+#     hours; BENCH_BF16=1 runs them anyway). Targets: toolkit bf16 standard
 #     >= 2.5x the reference's fp32 and >= 1.3x its bf16 steps/s, peak RSS <= the reference's
 #     fp32, tr(F) (40 batches) <= 0.5x the reference's fp32 seconds.
 #   - GFLOP/s: the FLOPs of one standard and one gu step at this shape (from the model's
@@ -46,6 +49,7 @@
 #                                                   # (default .venv-ref,
 #                                                   # scripts/fixtures/make-fixtures.sh creates it)
 #   BENCH_THREADS=4 scripts/bench/bench-train.sh    # threads for both sides (default 2)
+#   BENCH_BF16=1 scripts/bench/bench-train.sh       # bf16 rows even where bf16 is emulated
 #   TOOLKIT=path/to/toolkit scripts/bench/bench-train.sh  # use this binary, build nothing
 #
 # How it measures:
@@ -193,13 +197,21 @@ tk_fisher() {  # name repeat estimator [args...]: one tr(F) measurement before s
 [ "$TK_BF16" = 1 ] || say "toolkit has no --precision: bf16 rows skipped"
 say "GEMM peak (libtorch, $THREADS threads)"
 read -r PEAK_FP32 PEAK_BF16 < <(torch_gemm_peak "$REF_VENV/bin/python" "$THREADS")
+# bf16 rows (reference and toolkit) where the CPU computes bf16 faster than fp32.
+if [ "${BENCH_BF16:-0}" = 1 ] || awk -v b="$PEAK_BF16" -v f="$PEAK_FP32" 'BEGIN { exit !(b >= f) }'; then
+    RUN_BF16=1
+else
+    RUN_BF16=0
+    say "bf16 GEMM $PEAK_BF16 GFLOP/s < fp32 $PEAK_FP32: no bfloat16 instructions, bf16 rows skipped (BENCH_BF16=1 runs them)"
+fi
+[ "$RUN_BF16" = 1 ] || TK_BF16=0
 
 # Repeats go round all measurements, so that a burst of load elsewhere hits one round only.
 BUSY=()
 for r in $(seq 1 "$REPEAT"); do
     [ "$REPEAT" = 1 ] || say "round $r of $REPEAT"
     BUSY+=("$(busy_cores)")
-    for precision in fp32 bf16; do
+    for precision in fp32 $([ "$RUN_BF16" = 1 ] && echo bf16); do
         for config in standard gu fisher; do ref_run "$config" "$precision" "$r"; done
     done
     tk_run standard-1 "$r" 1 --schedule standard
@@ -234,15 +246,16 @@ fi
 # --- report ------------------------------------------------------------------------------
 "$REF_VENV/bin/python" - "$OUT" "$MODEL" "$STEPS" "$BATCH" "$MAX_LENGTH" "$THREADS" "$FISHER_BATCHES" \
     "$PAPER_FISHER_BATCHES" "$INTERVAL" "$QUICK" "$REPEAT" "${BUSY[*]}" "$(cpu_name)" "$PEAK_FP32" "$PEAK_BF16" \
-    "$TK_BF16" "$LANG_ADAPTER" "$RUNS/standard-n/last" "$PROFILE_STEPS" <<'PY'
+    "$TK_BF16" "$LANG_ADAPTER" "$RUNS/standard-n/last" "$PROFILE_STEPS" "$RUN_BF16" <<'PY'
 import json, os, sys
 sys.path.insert(0, "scripts/bench")
 import train_profile
 
 (out, model, steps, batch, max_length, threads, fb, paper_fb, interval, quick, repeat, busy, cpu,
- peak_fp32, peak_bf16, tk_bf16, lang_adapter, run_adapter, profile_steps) = sys.argv[1:]
+ peak_fp32, peak_bf16, tk_bf16, lang_adapter, run_adapter, profile_steps, run_bf16) = sys.argv[1:]
 steps, batch, fb, paper_fb, interval, repeat = map(int, (steps, batch, fb, paper_fb, interval, repeat))
-max_length, tk_bf16 = int(max_length), tk_bf16 == "1"
+max_length, tk_bf16, run_bf16 = int(max_length), tk_bf16 == "1", run_bf16 == "1"
+ref_precisions = ("fp32", "bf16") if run_bf16 else ("fp32",)
 # Best of the GEMM peak measured before and after the timed runs.
 peak = {"fp32": max(map(float, peak_fp32.split())), "bf16": max(map(float, peak_bf16.split()))}
 GIB = 1024 * 1024  # /usr/bin/time %M is in KiB
@@ -255,7 +268,7 @@ def last_line(path):
 
 # Over repeats: the fastest time, the largest peak RSS.
 ref, ref_rss = {}, {}
-for p in ("fp32", "bf16"):
+for p in ref_precisions:
     for c in ("standard", "gu", "fisher"):
         runs = [json.load(open(f"{out}/ref-{c}-{p}.{r}.json")) for r in rounds]
         key = "fisher_seconds" if c == "fisher" else "seconds_per_step"
@@ -311,7 +324,9 @@ if busy and max(busy) > 0.2:
           "use a quiet machine (or --repeat 3)")
 if quick == "1":
     print("QUICK MODE: tiny settings, the numbers below only show that the script works")
-if not tk_bf16:
+if not run_bf16:
+    print(f"bf16 GEMM slower than fp32 on this CPU (no bfloat16 instructions): bf16 rows skipped")
+elif not tk_bf16:
     print("toolkit has no --precision: bf16 rows skipped")
 print()
 print(f"{'':15} {'reference':>20} {'toolkit':>20} {'speed ratio':>12} {'memory ratio':>13}")
@@ -327,10 +342,10 @@ for p in precisions:
         if p == "fp32":
             results.append((f"{cfg}: toolkit steps/s >= 1.6x reference (fp32)", speed and speed >= 1.6, fmt(speed, ".2f", "x")))
             results.append((f"{cfg}: toolkit peak memory <= reference (fp32)", mem <= 1.0, f"{mem:.2f}x"))
-if not tk_bf16:
+if run_bf16 and not tk_bf16:
     for cfg in ("standard", "gu"):
         print(f"{cfg + ' bf16':15} {ref[cfg, 'bf16']['seconds_per_step']:9.3f} {ref_rss[cfg, 'bf16']:10.2f}")
-else:
+elif tk_bf16:
     t_s = tk_step("standard", "bf16")
     for target, ref_precision in ((2.5, "fp32"), (1.3, "bf16")):
         speed = ratio(ref["standard", ref_precision]["seconds_per_step"], t_s)
@@ -348,7 +363,7 @@ print(f"FLOPs of matrix products: standard step {flops['standard']['total'] / 1e
       f"gu step {flops['gu']['total'] / 1e9:.1f} G, tr(F) batch counted as a standard step")
 print(f"{'achieved GFLOP/s':22} {'standard':>16} {'gu':>16} {'tr(F)':>16}   (% of the GEMM peak in that precision)")
 rows = [(f"reference {p}", ref["standard", p]["seconds_per_step"], ref["gu", p]["seconds_per_step"],
-         ref["fisher", p]["fisher_seconds"] / fb, p) for p in ("fp32", "bf16")]
+         ref["fisher", p]["fisher_seconds"] / fb, p) for p in ref_precisions]
 rows += [(f"toolkit {p}", tk_step("standard", p), tk_step("gu", p), tk_fisher("batch", p) and tk_fisher("batch", p) / fb, p)
          for p in precisions]
 for label, s_std, s_gu, s_f, p in rows:
@@ -376,8 +391,9 @@ for name, t, sh in (("batch estimator:", t_fb, t_share_b), ("per-example estimat
           f"({fmt(ratio(t, r_f), '.2f', 'x')} the reference's seconds)")
 per_ex = ratio(t_fp, t_fb)
 print(f"  per-example / batch: {fmt(per_ex, '.2f', 'x')}")
-print(f"  reference bf16: {ref['fisher', 'bf16']['fisher_seconds']:.2f} s"
-      + (f"; toolkit bf16, batch estimator: {fmt(tk_fisher('batch', 'bf16'), '.2f')} s" if tk_bf16 else ""))
+if run_bf16:
+    print(f"  reference bf16: {ref['fisher', 'bf16']['fisher_seconds']:.2f} s"
+          + (f"; toolkit bf16, batch estimator: {fmt(tk_fisher('batch', 'bf16'), '.2f')} s" if tk_bf16 else ""))
 results.append(("FUN: toolkit tr(F) seconds (batch) <= reference seconds",
                 t_fb and t_fb <= r_f, f"{fmt(ratio(t_fb, r_f), '.2f', 'x')}"))
 results.append(("FUN: toolkit tr(F) share (batch) <= reference share",

@@ -238,6 +238,9 @@ impl LangTrainer {
         tch::manual_seed(stream_seed(args.seed, Purpose::Init, 0) as i64);
         let (mut model, head) = build_mlm_model(composed, device, &fresh)?;
         model.encoder.compute = args.precision.kind();
+        if let Some(warning) = crate::device::bf16_warning(args.precision, device) {
+            eprintln!("warning: {warning}");
+        }
 
         let mut optimizer = AdamW::new(AdamWConfig { weight_decay: args.weight_decay, ..Default::default() });
         let state = if resume {

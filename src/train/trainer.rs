@@ -120,6 +120,9 @@ impl Trainer {
             }
         };
         model.encoder.compute = config.precision.kind();
+        if let Some(warning) = crate::device::bf16_warning(config.precision, device) {
+            eprintln!("warning: {warning}");
+        }
         let layers = model.num_layers;
         config.unfreezing(layers).validate()?;
 

@@ -25,6 +25,19 @@ pub fn shared_data() -> Option<PathBuf> {
     }
 }
 
+/// The reference venv (`REF_VENV`, else `.venv-ref`): PyPI's torch, transformers and adapters
+/// for the parity tests that run the reference stack.
+pub fn ref_venv() -> PathBuf {
+    std::env::var_os("REF_VENV").map(PathBuf::from).unwrap_or_else(|| repo().join(".venv-ref"))
+}
+
+/// The reference venv's interpreter, if it imports `modules` (e.g. "onnx, onnxruntime").
+pub fn reference_python(modules: &str) -> Option<PathBuf> {
+    let python = ref_venv().join("bin/python");
+    let imports = std::process::Command::new(&python).args(["-c", &format!("import {modules}")]).output();
+    imports.is_ok_and(|o| o.status.success()).then_some(python)
+}
+
 /// Small files in the benchmarks' real formats.
 pub fn data_fixtures() -> PathBuf {
     repo().join("tests/fixtures/data")
