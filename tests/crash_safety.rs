@@ -151,7 +151,10 @@ fn training_killed_at_random_points_resumes_to_the_uninterrupted_result() {
 
     let mut delays = SeedStream::new(13);
     let (mut kills, mut in_write, mut after_end) = (0, 0, 0);
-    for trial in 0..4 {
+    // Four trials, and more (up to twelve) until a kill has landed inside a write: where the
+    // kills land is a matter of timing, and once in twenty none did (CI, AVX2 AMD EPYC).
+    let mut trial = 0;
+    while trial < 4 || (in_write == 0 && trial < 12) {
         let run = tiny.root.join(format!("trial{trial}"));
         for k in 0..5 {
             let mut child = spawn(&mut tiny.train(&config, &run));
@@ -170,6 +173,7 @@ fn training_killed_at_random_points_resumes_to_the_uninterrupted_result() {
         cli::succeed(&mut tiny.train(&config, &run));
         assert_same_files(&reference, &run, RUN_SKIP);
         assert_eq!(cli::leftovers(&run), Vec::<String>::new(), "{}: leftovers of the kills", run.display());
+        trial += 1;
     }
     eprintln!("{kills} kills: {in_write} inside a write, {after_end} after the process had ended; one run {full_run:.1?}");
     assert!(in_write > 0, "no kill landed inside a write: the test did not test what it says");
