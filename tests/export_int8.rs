@@ -55,7 +55,7 @@ fn load_model(path: &Path) -> ModelProto {
 fn int8_bound(int8_model: &Path, largest_output: f64) -> f64 {
     let graph = load_model(int8_model).graph.unwrap();
     let count = |op: &str| graph.node.iter().filter(|n| n.op_type() == op).count();
-    let in_series = count("MatMulInteger") - 2 * count("Softmax");
+    let in_series = count("MatMulIntegerToFloat") - 2 * count("Softmax");
     in_series as f64 * (2.0 / 254.0) * largest_output
 }
 
@@ -93,7 +93,8 @@ fn int8_graph_has_integer_projections_only() {
         let root = tempfile::tempdir().unwrap();
         let graph = load_model(&export_case(&case, root.path(), Dtype::Int8)).graph.unwrap();
         let ops = |op: &str| graph.node.iter().filter(|n| n.op_type() == op).count();
-        assert_eq!(ops("MatMulInteger"), projections, "{name}");
+        assert_eq!(ops("MatMulIntegerToFloat"), projections, "{name}");
+        assert_eq!(ops("MatMulInteger"), 0, "{name}");
         // One per-token quantisation per projection input: Q, K and V share theirs.
         assert_eq!(ops("QuantizeLinear"), projections - 2 * layers, "{name}");
         assert_eq!(ops("DynamicQuantizeLinear"), 0, "{name}");
@@ -192,7 +193,7 @@ fn onnx_runtime_keeps_each_projection_integer() {
     eprintln!("optimized int8 graph ops: {ops:?}");
     let count = |op: &str| ops.get(op).copied().unwrap_or(0);
     let integer = count("MatMulInteger") + count("MatMulIntegerToFloat") + count("DynamicQuantizeMatMul");
-    assert_eq!(integer, exported_ops("MatMulInteger"), "{ops:?}");
+    assert_eq!(integer, exported_ops("MatMulIntegerToFloat"), "{ops:?}");
     assert_eq!(count("QuantizeLinear"), exported_ops("QuantizeLinear"), "{ops:?}");
     assert_eq!(count("DequantizeLinear"), 0, "{ops:?}");
     assert_eq!(count("LayerNormalization"), 9, "{ops:?}");

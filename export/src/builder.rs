@@ -341,10 +341,19 @@ impl Default for ModelInfo {
     }
 }
 
+/// The model around `graph`. Every other domain its nodes use is imported at version 1 (ONNX
+/// Runtime's contrib ops, `com.microsoft`, all are).
 pub fn model(graph: GraphProto, info: &ModelInfo) -> ModelProto {
+    let mut opset_import = vec![OperatorSetIdProto { domain: Some(String::new()), version: Some(info.opset) }];
+    for node in &graph.node {
+        let domain = node.domain();
+        if !domain.is_empty() && !opset_import.iter().any(|o| o.domain() == domain) {
+            opset_import.push(OperatorSetIdProto { domain: Some(domain.to_string()), version: Some(1) });
+        }
+    }
     ModelProto {
         ir_version: Some(info.ir_version),
-        opset_import: vec![OperatorSetIdProto { domain: Some(String::new()), version: Some(info.opset) }],
+        opset_import,
         producer_name: Some(info.producer_name.clone()),
         producer_version: Some(info.producer_version.clone()),
         doc_string: info.doc_string.clone(),

@@ -12,8 +12,9 @@ rules; the pooler and the heads stay float, as in the export.
       rounding halves to even;
   weights, per output feature: scale = max |w| / 127 (1 for an all-zero feature),
       wq = clip(round(w / scale), -127, 127), rounding halves away from zero;
-  y = (xq @ wq, in integers) * scale * weight scale - (scale * z) * (weight scale * sum of the
-      column of wq) + bias, in float32, in the export's order.
+  y = ((xq @ wq, in integers) * weight scale) * scale - (scale * z) * (weight scale * sum of the
+      column of wq) + bias, in float32, in the export's order (z is 0 for a ReLU output, whose
+      minimum is 0, and the export leaves that term out).
 
 An activation within float rounding of a half step (|x / scale - k - 1/2| < TIE steps) may
 round the other way in ONNX Runtime, whose activations differ from PyTorch's in the last bits:
@@ -57,7 +58,7 @@ def integer_linear(linear, x, ties):
     wq = np.clip(np.sign(ratio) * np.floor(np.abs(ratio) + 0.5), -127, 127).astype(np.int64)
     column_sum = wq.sum(axis=0).astype(np.float32) * w_scale
 
-    y = (xq @ wq).astype(np.float32) * scale * w_scale - (scale * zero) * column_sum
+    y = ((xq @ wq).astype(np.float32) * w_scale) * scale - (scale * zero) * column_sum
     if linear.bias is not None:
         y = y + linear.bias.detach().numpy().astype(np.float32)
     return torch.from_numpy(y.reshape(*x.shape[:-1], -1))

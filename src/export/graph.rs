@@ -95,6 +95,7 @@ pub fn encoder_graph(
         ft: dtype.elem(),
         added: HashSet::new(),
         rows_quantized: HashMap::new(),
+        nonnegative: HashSet::new(),
         rows: "batch",
         int8_prefixes: match (&model.lang, int8_lang_adapter) {
             (Some(lang), true) => lang_adapter_prefixes(model, lang),
@@ -142,6 +143,8 @@ struct Builder<'a> {
     /// Activations already quantised for integer projections, by tensor name (Q, K and V
     /// share their input).
     rows_quantized: HashMap<String, RowsQuantized>,
+    /// Activations that cannot be negative (ReLU outputs): quantised without a zero point.
+    nonnegative: HashSet<String>,
     /// The symbolic first dimension of the encoder's activations.
     rows: &'static str,
     /// Linear weights under these prefixes are stored as int8.
@@ -150,12 +153,12 @@ struct Builder<'a> {
 
 /// An activation `[rows, sequence, in]` quantised per token for integer MatMuls (see
 /// `Builder::quantize_rows`): the names of its uint8 values, of its `[rows, sequence, 1]`
-/// scales and of the scales times the zero points.
+/// scales and of the scales times the zero points (none where the zero point is always 0).
 #[derive(Clone)]
 struct RowsQuantized {
     values: String,
     scale: String,
-    scaled_zero_point: String,
+    scaled_zero_point: Option<String>,
 }
 
 /// Name prefixes of the tensors of language adapter `lang` (bottleneck and invertible).
@@ -184,6 +187,9 @@ fn transpose(entry: &Entry, out_dim: usize, in_dim: usize) -> Result<Vec<f32>> {
 /// the error bound on an AVX2 CPU. With at most 128 x 127 x 2 = 32512 it cannot overflow, so an
 /// export gives the same scores on every CPU.
 const ACTIVATION_STEPS: f32 = 127.0;
+
+/// The domain of ONNX Runtime's contrib ops (MatMulIntegerToFloat).
+const MS_DOMAIN: &str = "com.microsoft";
 
 /// An `[in, out]` weight as int8 with one float32 scale per output feature (column),
 /// symmetric: scale = max |w| / 127 over the column, q = round(w / scale), as onnxruntime's
@@ -308,19 +314,36 @@ impl Builder<'_> {
     }
 
     /// The right operand of an integer MatMul: the transposed weight `name` as int8 (see
-    /// `quantize_columns`), its per-column float32 scales, and per column the scale times the
-    /// sum of the column's int8 values (for the activations' zero points, see
-    /// `integer_linear`). Returns their names. The weight is quantised only when the sink needs
-    /// its bytes (once per tensor then: cheap next to reading it).
-    fn integer_weight(&mut self, name: &str, out_dim: usize, in_dim: usize) -> Result<[String; 3]> {
-        let names = [format!("{name}.T.int8"), format!("{name}.T.scale"), format!("{name}.T.scaled_column_sum")];
+    /// `quantize_columns`) and its per-column float32 scales. Returns their names. The weight is
+    /// quantised only when the sink needs its bytes (once per tensor then: cheap next to
+    /// reading it).
+    fn integer_weight(&mut self, name: &str, out_dim: usize, in_dim: usize) -> Result<[String; 2]> {
+        let names = [format!("{name}.T.int8"), format!("{name}.T.scale")];
         if self.added.contains(&names[0]) {
             return Ok(names);
         }
         let entry = self.model.weights.entry_with_shape(name, &[out_dim, in_dim])?;
         let quantized = || -> Result<(Vec<u8>, Vec<f32>)> { Ok(quantize_columns(&transpose(entry, out_dim, in_dim)?, out_dim)) };
+        let dims = [in_dim as i64, out_dim as i64];
+        let q = self.sink.tensor(&names[0], ElemType::I8, &dims, &|| Ok(quantized()?.0))?;
+        let s = self.sink.tensor(&names[1], ElemType::F32, &[out_dim as i64], &|| Ok(Dtype::Fp32.bytes(&quantized()?.1)))?;
+        for proto in [q, s] {
+            self.g.initializer(proto);
+        }
+        self.added.insert(names[0].clone());
+        Ok(names)
+    }
+
+    /// Per column of the int8 weight of `integer_weight`, its scale times the sum of the
+    /// column's int8 values (for the activations' zero points, see `integer_linear`).
+    fn scaled_column_sums(&mut self, name: &str, out_dim: usize, in_dim: usize) -> Result<String> {
+        let sums_name = format!("{name}.T.scaled_column_sum");
+        if self.added.contains(&sums_name) {
+            return Ok(sums_name);
+        }
+        let entry = self.model.weights.entry_with_shape(name, &[out_dim, in_dim])?;
         let scaled_column_sums = || -> Result<Vec<u8>> {
-            let (q, scales) = quantized()?;
+            let (q, scales) = quantize_columns(&transpose(entry, out_dim, in_dim)?, out_dim);
             let mut sums = vec![0i32; out_dim];
             for row in q.chunks_exact(out_dim) {
                 sums.iter_mut().zip(row).for_each(|(sum, v)| *sum += i32::from(*v as i8));
@@ -328,15 +351,10 @@ impl Builder<'_> {
             let scaled: Vec<f32> = sums.iter().zip(&scales).map(|(sum, s)| *sum as f32 * s).collect();
             Ok(Dtype::Fp32.bytes(&scaled))
         };
-        let dims = [in_dim as i64, out_dim as i64];
-        let q = self.sink.tensor(&names[0], ElemType::I8, &dims, &|| Ok(quantized()?.0))?;
-        let s = self.sink.tensor(&names[1], ElemType::F32, &[out_dim as i64], &|| Ok(Dtype::Fp32.bytes(&quantized()?.1)))?;
-        let c = self.sink.tensor(&names[2], ElemType::F32, &[out_dim as i64], &scaled_column_sums)?;
-        for proto in [q, s, c] {
-            self.g.initializer(proto);
-        }
-        self.added.insert(names[0].clone());
-        Ok(names)
+        let proto = self.sink.tensor(&sums_name, ElemType::F32, &[out_dim as i64], &scaled_column_sums)?;
+        self.g.initializer(proto);
+        self.added.insert(sums_name.clone());
+        Ok(sums_name)
     }
 
     /// A float scalar constant in the graph's float type.
@@ -371,26 +389,39 @@ impl Builder<'_> {
     /// `x @ W^T + b` with int8 weights and uint8 activations quantised per token (see
     /// `quantize_rows`): with activation scale s and zero point z of a token, weight scale
     /// w_n and integer column sum c_n = sum_k Wq[k, n] of output feature n,
-    /// y = s * w_n * (xq @ Wq) - (s * z) * (w_n * c_n) + b_n, which is s * w_n * ((xq - z) @ Wq) + b_n.
-    /// The integer product is ONNX Runtime's u8 x s8 GEMM (VNNI where the CPU has it). A scale
-    /// per token instead of one over the whole batch keeps padding and outlier tokens from
-    /// widening every token's steps (on real XCOPA inputs: 2.4x fewer flipped predictions), at a
-    /// cost: these are more passes over the activations than ONNX Runtime's fused per-tensor
-    /// DynamicQuantizeMatMul (measured 1.75x instead of 2.33x the fp32 speed).
+    /// y = s * (w_n * (xq @ Wq)) - (s * z) * (w_n * c_n) + b_n, which is s * w_n * ((xq - z) @ Wq) + b_n.
+    /// The integer product and its scaling by w_n are one ONNX Runtime MatMulIntegerToFloat: its
+    /// u8 x s8 GEMM (VNNI where the CPU has it) scales each tile while it is in cache, where a
+    /// MatMulInteger would write int32 and take a Cast and a Mul over the output (measured 4.5%
+    /// of an e5-small int8 run on an AVX2 EPYC). The zero-point term is skipped for ReLU outputs,
+    /// whose zero point is always 0. A scale per token instead of one over the whole batch keeps
+    /// padding and outlier tokens from widening every token's steps (on real XCOPA inputs: 2.4x
+    /// fewer flipped predictions), at a cost: the per-token scale and zero point are passes over
+    /// the output that ONNX Runtime's fused ops cannot do (they take one activation scale and
+    /// zero point per tensor). A zero point fixed per input instead of per token would drop two
+    /// of the four passes (measured 1.2x faster on the AVX2 EPYC) but moved the XCOPA and
+    /// XQuAD logits 1.4x further from fp32.
     fn integer_linear(&mut self, x: &str, prefix: &str, in_dim: usize, out_dim: usize, bias: bool) -> Result<String> {
-        let [w, w_scale, w_sum] = self.integer_weight(&format!("{prefix}.weight"), out_dim, in_dim)?;
+        let weight = format!("{prefix}.weight");
+        let [w, w_scale] = self.integer_weight(&weight, out_dim, in_dim)?;
         let xq = self.quantize_rows(x, prefix, in_dim);
-        let y = self.g.node("MatMulInteger", &format!("{prefix}/MatMulInteger"), &[&xq.values, &w]).out();
+        let one = self.scalar_of(&format!("{prefix}/unit_scale"), ElemType::F32, 1.0);
+        let y = self
+            .g
+            .node("MatMulIntegerToFloat", &format!("{prefix}/MatMulIntegerToFloat"), &[&xq.values, &w, &one, &w_scale])
+            .domain(MS_DOMAIN)
+            .out();
         // Its shape, which ONNX Runtime cannot infer through the Reshape back from the
         // flattened tokens, lets its optimizer fuse the residual Adds into SkipLayerNormalization
         // where that fusion is on (CUDA).
         let dims = [Dim::named(self.rows), Dim::named("sequence"), Dim::Fixed(out_dim as i64)];
-        self.g.value_info(&y, ElemType::I32, &dims);
-        let y = self.g.node("Cast", &format!("{prefix}/Cast"), &[&y]).attr(Attr::int("to", ElemType::F32.onnx() as i64)).out();
-        let y = self.g.node("Mul", &format!("{prefix}/Mul_token_scale"), &[&y, &xq.scale]).out();
-        let y = self.g.node("Mul", &format!("{prefix}/Mul_weight_scale"), &[&y, &w_scale]).out();
-        let zero_point = self.g.node("Mul", &format!("{prefix}/zero_point_term"), &[&xq.scaled_zero_point, &w_sum]).out();
-        let y = self.g.node("Sub", &format!("{prefix}/Sub_zero_point"), &[&y, &zero_point]).out();
+        self.g.value_info(&y, ElemType::F32, &dims);
+        let mut y = self.g.node("Mul", &format!("{prefix}/Mul_token_scale"), &[&y, &xq.scale]).out();
+        if let Some(scaled_zero_point) = &xq.scaled_zero_point {
+            let w_sum = self.scaled_column_sums(&weight, out_dim, in_dim)?;
+            let zero_point = self.g.node("Mul", &format!("{prefix}/zero_point_term"), &[scaled_zero_point, &w_sum]).out();
+            y = self.g.node("Sub", &format!("{prefix}/Sub_zero_point"), &[&y, &zero_point]).out();
+        }
         self.add_bias(&y, prefix, out_dim, bias)
     }
 
@@ -398,41 +429,53 @@ impl Builder<'_> {
     /// token, over its `in_dim` features, as ONNX's DynamicQuantizeLinear does over a whole
     /// tensor but with `ACTIVATION_STEPS` steps: scale = (max(0, max x) - min(0, min x)) / 127,
     /// zero point z = round(-min(0, min x) / scale), xq = round(x / scale) + z (0 to 128), so its
-    /// error is at most scale / 2. An all-zero token gets the smallest positive scale. QuantizeLinear takes one scale per
-    /// index of one axis, so it runs on `x` flattened to `[tokens, in_dim]`. Done once per
-    /// tensor; `prefix` names the nodes after the first projection using it.
+    /// error is at most scale / 2. An all-zero token gets the smallest positive scale. For a
+    /// ReLU output min(0, min x) is 0, so z is 0 and neither is computed. QuantizeLinear takes
+    /// one scale per index of one axis, so it runs on `x` flattened to `[tokens, in_dim]`. Done
+    /// once per tensor; `prefix` names the nodes after the first projection using it.
     fn quantize_rows(&mut self, x: &str, prefix: &str, in_dim: usize) -> RowsQuantized {
         if let Some(done) = self.rows_quantized.get(x) {
             return done.clone();
         }
         let p = format!("{prefix}/quantize_tokens");
+        let nonnegative = self.nonnegative.contains(x);
         let hi = self.g.node("ReduceMax", &format!("{p}/ReduceMax"), &[x]).attr(Attr::ints("axes", &[-1])).out();
-        let lo = self.g.node("ReduceMin", &format!("{p}/ReduceMin"), &[x]).attr(Attr::ints("axes", &[-1])).out();
         let zero = self.scalar_of(&format!("{p}/zero"), ElemType::F32, 0.0);
         let hi = self.g.node("Max", &format!("{p}/Max_zero"), &[&hi, &zero]).out();
-        let lo = self.g.node("Min", &format!("{p}/Min_zero"), &[&lo, &zero]).out();
-        let range = self.g.node("Sub", &format!("{p}/range"), &[&hi, &lo]).out();
+        let lo = (!nonnegative).then(|| {
+            let lo = self.g.node("ReduceMin", &format!("{p}/ReduceMin"), &[x]).attr(Attr::ints("axes", &[-1])).out();
+            self.g.node("Min", &format!("{p}/Min_zero"), &[&lo, &zero]).out()
+        });
+        let range = match &lo {
+            Some(lo) => self.g.node("Sub", &format!("{p}/range"), &[&hi, lo]).out(),
+            None => hi,
+        };
         let steps = self.scalar_of(&format!("{p}/steps"), ElemType::F32, ACTIVATION_STEPS);
         let scale = self.g.node("Div", &format!("{p}/Div_steps"), &[&range, &steps]).out();
         let smallest = self.scalar_of(&format!("{p}/smallest_scale"), ElemType::F32, f32::MIN_POSITIVE);
         let scale = self.g.node("Max", &format!("{p}/scale"), &[&scale, &smallest]).out();
-        let minus_lo = self.g.node("Neg", &format!("{p}/Neg_min"), &[&lo]).out();
-        let zero_point = self.g.node("Div", &format!("{p}/Div_scale"), &[&minus_lo, &scale]).out();
-        let zero_point = self.g.node("Round", &format!("{p}/zero_point"), &[&zero_point]).out();
-        let scaled_zero_point = self.g.node("Mul", &format!("{p}/scaled_zero_point"), &[&scale, &zero_point]).out();
-        let zero_point_u8 =
-            self.g.node("Cast", &format!("{p}/zero_point_u8"), &[&zero_point]).attr(Attr::int("to", DataType::Uint8 as i64)).out();
 
         let tokens = self.g.const_i64(&format!("{p}/tokens_shape"), &[1], &[-1]);
         let matrix = self.g.const_i64(&format!("{p}/matrix_shape"), &[2], &[-1, in_dim as i64]);
         let x2 = self.g.node("Reshape", &format!("{p}/Reshape_x"), &[x, &matrix]).out();
         let scale1 = self.g.node("Reshape", &format!("{p}/Reshape_scale"), &[&scale, &tokens]).out();
-        let zero_point1 = self.g.node("Reshape", &format!("{p}/Reshape_zero_point"), &[&zero_point_u8, &tokens]).out();
-        let q = self
-            .g
-            .node("QuantizeLinear", &format!("{p}/QuantizeLinear"), &[&x2, &scale1, &zero_point1])
-            .attr(Attr::int("axis", 0))
-            .out();
+        let mut quantize_inputs = vec![x2, scale1];
+        let mut scaled_zero_point = None;
+        if let Some(lo) = &lo {
+            let minus_lo = self.g.node("Neg", &format!("{p}/Neg_min"), &[lo]).out();
+            let zero_point = self.g.node("Div", &format!("{p}/Div_scale"), &[&minus_lo, &scale]).out();
+            let zero_point = self.g.node("Round", &format!("{p}/zero_point"), &[&zero_point]).out();
+            scaled_zero_point = Some(self.g.node("Mul", &format!("{p}/scaled_zero_point"), &[&scale, &zero_point]).out());
+            let zero_point_u8 = self
+                .g
+                .node("Cast", &format!("{p}/zero_point_u8"), &[&zero_point])
+                .attr(Attr::int("to", DataType::Uint8 as i64))
+                .out();
+            quantize_inputs.push(self.g.node("Reshape", &format!("{p}/Reshape_zero_point"), &[&zero_point_u8, &tokens]).out());
+        }
+        // Without a zero point input QuantizeLinear writes uint8 with zero point 0.
+        let quantize_inputs: Vec<&str> = quantize_inputs.iter().map(String::as_str).collect();
+        let q = self.g.node("QuantizeLinear", &format!("{p}/QuantizeLinear"), &quantize_inputs).attr(Attr::int("axis", 0)).out();
         let shape = self.g.node("Shape", &format!("{p}/Shape"), &[x]).out();
         let values = self.g.node("Reshape", &format!("{p}/Reshape_back"), &[&q, &shape]).out();
         let done = RowsQuantized { values, scale, scaled_zero_point };
@@ -501,9 +544,15 @@ impl Builder<'_> {
         self.g.node("Mul", &format!("{name}/Mul_half"), &[&m, &half]).out()
     }
 
+    fn relu(&mut self, x: &str, name: &str) -> String {
+        let y = self.g.node("Relu", name, &[x]).out();
+        self.nonnegative.insert(y.clone());
+        y
+    }
+
     fn activation(&mut self, x: &str, act: Activation, name: &str) -> String {
         match act {
-            Activation::Relu => self.g.node("Relu", &format!("{name}/Relu"), &[x]).out(),
+            Activation::Relu => self.relu(x, &format!("{name}/Relu")),
             Activation::Tanh => self.g.node("Tanh", &format!("{name}/Tanh"), &[x]).out(),
             Activation::Gelu => self.gelu(x, &format!("{name}/Gelu")),
             Activation::GeluTanh => self.gelu_tanh(x, &format!("{name}/GeluTanh")),
@@ -622,7 +671,7 @@ impl Builder<'_> {
         let up = self.linear(&attn, &format!("{p}.intermediate.dense"), h, inter, true)?;
         let act = match self.model.config.hidden_act {
             HiddenAct::Gelu => self.gelu(&up, &format!("{p}.intermediate.intermediate_act_fn")),
-            HiddenAct::Relu => self.g.node("Relu", &format!("{p}.intermediate/Relu"), &[&up]).out(),
+            HiddenAct::Relu => self.relu(&up, &format!("{p}.intermediate/Relu")),
         };
         let out = self.linear(&act, &format!("{p}.output.dense"), inter, h, true)?;
         self.adapters_and_output(&out, &attn, layer)

@@ -36,7 +36,7 @@ impl SharedWeights {
         let rhs: HashSet<&str> = graph
             .node
             .iter()
-            .filter(|n| matches!(n.op_type.as_deref(), Some("MatMul" | "MatMulInteger")))
+            .filter(|n| matches!(n.op_type.as_deref(), Some("MatMul" | "MatMulInteger" | "MatMulIntegerToFloat")))
             .filter_map(|n| n.input.get(1).map(String::as_str))
             .collect();
         let dir = model.parent().unwrap_or(Path::new("."));
