@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 use common::{max_abs_diff, parity_cases, Case};
 use toolkit::export::{export, Dtype, ExportPlan};
-use toolkit::runtime::{self, Device, SessionConfig};
+use toolkit::runtime::{self, Device, SessionConfig, SharedWeights};
 use toolkit_onnx::onnx::ModelProto;
 use toolkit_onnx::prost::Message;
 
@@ -221,7 +221,8 @@ fn int8_exports_pass_the_onnx_full_checker() {
 }
 
 /// `toolkit eval` reads the int8 export (its manifest says int8; no flag) and scores the QA
-/// fixtures with it: a row per language and metric, an answer per question.
+/// fixtures with it: a row per language and metric, an answer per question, the same answers
+/// with `--share-weights`.
 #[test]
 fn int8_export_runs_in_the_evaluator() {
     let case_dir = common::repo().join("tests/fixtures/parity/bert_stack_qa_hf");
@@ -239,6 +240,21 @@ fn int8_export_runs_in_the_evaluator() {
         common::TINY_MLQA_SUITE,
     )
     .unwrap();
+    let eval = |export: &Path, csv: &Path, share_weights: bool| {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_toolkit"));
+        command.args(["eval", "--device", "cpu", "--threads", "1", "--run-name", "tiny", "--suite"]).arg(&suite);
+        command.arg("--models").arg(export).arg("--data-dir").arg(common::data_fixtures()).arg("--out").arg(csv);
+        if share_weights {
+            command.arg("--share-weights");
+        }
+        assert!(command.status().unwrap().success(), "{}: toolkit eval failed", export.display());
+        ["en", "de"].map(|lang| {
+            let predictions = std::fs::read_to_string(csv.with_extension("predictions").join(format!("{lang}.json"))).unwrap();
+            let predictions: serde_json::Map<String, serde_json::Value> = serde_json::from_str(&predictions).unwrap();
+            assert_eq!(predictions.len(), 2, "{} {lang}: one answer per question", export.display());
+            predictions
+        })
+    };
     let mut scores = Vec::new();
     for dtype in [Dtype::Fp32, Dtype::Int8] {
         let out = root.path().join(format!("{dtype:?}"));
@@ -253,24 +269,17 @@ fn int8_export_runs_in_the_evaluator() {
             out: out.join("export"),
         })
         .unwrap();
-        let csv = out.join("results.csv");
-        let status = std::process::Command::new(env!("CARGO_BIN_EXE_toolkit"))
-            .args(["eval", "--device", "cpu", "--threads", "1", "--run-name", "tiny", "--suite"])
-            .arg(&suite)
-            .arg("--models")
-            .arg(out.join("export"))
-            .arg("--data-dir")
-            .arg(common::data_fixtures())
-            .arg("--out")
-            .arg(&csv)
-            .status()
-            .unwrap();
-        assert!(status.success(), "{dtype:?}: toolkit eval failed");
-        for lang in ["en", "de"] {
-            let predictions = std::fs::read_to_string(csv.with_extension("predictions").join(format!("{lang}.json"))).unwrap();
-            let predictions: serde_json::Map<String, serde_json::Value> = serde_json::from_str(&predictions).unwrap();
-            assert_eq!(predictions.len(), 2, "{dtype:?} {lang}: one answer per question");
+        if dtype == Dtype::Int8 {
+            // What the languages share: every integer projection's int8 weight.
+            let shared = SharedWeights::load(&out.join("export/en.onnx")).unwrap();
+            let int8 = shared.initializers.iter().filter(|(name, _)| name.ends_with(".weight.T.int8")).count();
+            assert_eq!(int8, 2 * (6 + 2), "{:?}", shared.initializers.iter().map(|(n, _)| n).collect::<Vec<_>>());
         }
+        let csv = out.join("results.csv");
+        let predictions = eval(&out.join("export"), &csv, false);
+        // The languages' sessions sharing one packed copy of the integer weights answer the same.
+        let shared = eval(&out.join("export"), &out.join("results-shared.csv"), true);
+        assert_eq!(shared, predictions, "{dtype:?}: --share-weights changed the answers");
         scores.push(std::fs::read_to_string(&csv).unwrap().replace("Fp32", "").replace("Int8", ""));
     }
     eprintln!("fp32:\n{}\nint8:\n{}", scores[0], scores[1]);
