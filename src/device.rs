@@ -46,32 +46,34 @@ impl Precision {
 }
 
 /// A warning for `bf16` on a CPU without bfloat16 instructions (AVX512-BF16 or AMX-BF16 on
-/// x86-64, BF16 on aarch64), where libtorch emulates them. None for fp32 and for CUDA.
+/// x86-64, BF16 on aarch64), where matrix products run as float32 kernels on bf16 values
+/// (src/model/torch/matmul.rs). None for fp32 and for CUDA.
 #[cfg(feature = "train")]
 pub fn bf16_warning(precision: Precision, device: tch::Device) -> Option<String> {
     if precision != Precision::Bf16 || device != tch::Device::Cpu || cpu_has_bf16() {
         return None;
     }
     Some(
-        "--precision bf16 on a CPU without bfloat16 instructions (AVX512-BF16 or AMX): libtorch emulates them, \
-         and on an AVX2-only AMD EPYC a 2048^3 bf16 matrix product ran 500x slower than in fp32 (0.3 \
-         against 168 GFLOP/s); use fp32 here"
+        "--precision bf16 on a CPU without bfloat16 instructions (AVX512-BF16 or AMX): the matrix products run \
+         as float32 kernels on the bf16 values (libtorch's own bf16 kernels are emulated here, 500x slower), so \
+         this trains with bf16's numbers but is no faster than fp32; use it to check a bf16 recipe"
             .to_string(),
     )
 }
 
 // Every x86-64 CPU with AMX-BF16 (Intel Sapphire Rapids and later) also has AVX512-BF16.
+/// Whether this CPU has bfloat16 instructions.
 #[cfg(all(feature = "train", target_arch = "x86_64"))]
-fn cpu_has_bf16() -> bool {
+pub fn cpu_has_bf16() -> bool {
     std::arch::is_x86_feature_detected!("avx512bf16")
 }
 
 #[cfg(all(feature = "train", target_arch = "aarch64"))]
-fn cpu_has_bf16() -> bool {
+pub fn cpu_has_bf16() -> bool {
     std::arch::is_aarch64_feature_detected!("bf16")
 }
 
 #[cfg(all(feature = "train", not(any(target_arch = "x86_64", target_arch = "aarch64"))))]
-fn cpu_has_bf16() -> bool {
+pub fn cpu_has_bf16() -> bool {
     true
 }

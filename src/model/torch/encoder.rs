@@ -5,7 +5,7 @@ use tch::{Kind, Tensor};
 
 use super::adapter::{Bottleneck, Invertible, Tap};
 use super::dropout::dropout;
-use super::linear;
+use super::{linear, matmul};
 use crate::model::config::{Arch, HiddenAct, ModelConfig};
 
 #[derive(Debug)]
@@ -90,7 +90,7 @@ impl SelfAttention {
         }
         // Scaling q (not the scores) and adding the mask in place keeps one seq x seq tensor
         // alive per layer instead of three; matmul's backward does not need its output.
-        let mut scores = (q * (1.0 / (self.head_dim as f64).sqrt())).matmul(&k.transpose(-1, -2));
+        let mut scores = matmul(&(q * (1.0 / (self.head_dim as f64).sqrt())), &k.transpose(-1, -2));
         if let Some(mask) = mask {
             let _ = scores.g_add_(mask);
         }
@@ -98,7 +98,7 @@ impl SelfAttention {
         // a float32 output would cost four times as long and a cast back. (The whole core in
         // float32 for bf16 training cost 20% of a step and 0.6 GiB more: bench-train, AMD EPYC.)
         let probs = dropout(&scores.softmax(-1, scores.kind()), self.dropout, train);
-        merge(probs.matmul(&v))
+        merge(matmul(&probs, &v))
     }
 }
 

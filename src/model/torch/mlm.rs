@@ -53,7 +53,7 @@ impl MlmHead {
             x = inv.inverse(&x);
         }
         // Adding the float32 bias makes the logits float32 for the loss under bf16 training.
-        x.matmul(&word_embeddings.to_kind(x.kind()).tr()) + &self.bias
+        super::matmul(&x, &word_embeddings.to_kind(x.kind()).tr()) + &self.bias
     }
 
     /// Mean cross-entropy over the positions whose label is not -100, computing logits for

@@ -5,10 +5,11 @@ mod adapter;
 pub mod dropout;
 mod encoder;
 mod head;
+mod matmul;
 mod mlm;
 
 use anyhow::{bail, Context, Result};
-use tch::nn::{self, Module};
+use tch::nn;
 use tch::{Device, Tensor};
 
 use crate::model::composed::{AdapterSpec, ComposedModel};
@@ -17,6 +18,7 @@ use crate::model::weights::Weights;
 pub use adapter::Tap;
 pub use encoder::Encoder;
 pub use head::HeadModule;
+pub(crate) use matmul::{linear, matmul};
 pub use mlm::MlmHead;
 
 /// Model inputs: [batch, seq] (or [batch, choices, seq] for multiple choice) int64 tensors.
@@ -227,16 +229,6 @@ impl MadxModel {
         let prefixes: Vec<String> = head.spec.layers.iter().map(|l| format!("{}.", l.prefix)).collect();
         self.vs.variables().into_iter().filter(|(n, _)| prefixes.iter().any(|p| n.starts_with(p))).collect()
     }
-}
-
-/// `x W^T + b` in the type of `x`: under bf16 training the float32 master weights are cast on
-/// the way in, so gradients of trained weights reach them in float32 (as autocast does).
-pub(crate) fn linear(lin: &nn::Linear, x: &Tensor) -> Tensor {
-    let kind = x.kind();
-    if lin.ws.kind() == kind {
-        return lin.forward(x);
-    }
-    x.linear(&lin.ws.to_kind(kind), lin.bs.as_ref().map(|b| b.to_kind(kind)))
 }
 
 /// `a.b.c` as nested tch paths (tch forbids dots inside one path component).
