@@ -14,8 +14,9 @@
 #     (standard, gu, tr(F) batch estimator) when its `train --help` has that option, else the
 #     line "toolkit has no --precision: bf16 rows skipped"; both skipped, with a line saying so,
 #     on a CPU whose bf16 GEMM is slower than its fp32 one (no bfloat16 instructions: libtorch
-#     emulates them, 0.3 against 168 GFLOP/s on an AVX2-only AMD EPYC, and these rows would take
-#     hours; BENCH_BF16=1 runs them anyway). Targets: toolkit bf16 standard
+#     emulates them, 0.3 against 168 GFLOP/s on an AVX2-only AMD EPYC, and the reference's rows
+#     would take hours, while the toolkit's bf16 products run as float32 kernels there and say
+#     nothing about the bf16 targets; BENCH_BF16=1 runs them anyway). Targets: toolkit bf16 standard
 #     >= 2.5x the reference's fp32 and >= 1.3x its bf16 steps/s, peak RSS <= the reference's
 #     fp32, tr(F) (40 batches) <= 0.5x the reference's fp32 seconds.
 #   - GFLOP/s: the FLOPs of one standard and one gu step at this shape (from the model's
