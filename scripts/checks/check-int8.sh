@@ -117,12 +117,14 @@ def compare(name, batches):
           f"{close} rows with a fp32 top-two margin below twice their largest int8 change")
 
 def copa():
-    """Premise + each choice of the first XCOPA language's first 128 items, 16 items a batch."""
+    """The first XCOPA language's first 128 items, 16 a batch, as the evaluator pairs them
+    (src/features/copa.rs): "premise What was the cause/effect?" with each choice."""
     tok = Tokenizer.from_file(f"{out}/copa-fp32/tokenizer.json")
     tok.no_truncation()
     items = [json.loads(l) for l in open(sorted(glob.glob(f"{data}/xcopa/*/test.*.jsonl"))[0])][:128]
     chunks = [items[i:i + 16] for i in range(0, len(items), 16)]
-    compare("copa", [([tok.encode(it["premise"], it[c]) for it in chunk for c in ("choice1", "choice2")], (len(chunk), 2, -1))
+    context = lambda it: f"{it['premise']} What was the {it['question']}?"
+    compare("copa", [([tok.encode(context(it), it[c]) for it in chunk for c in ("choice1", "choice2")], (len(chunk), 2, -1))
                      for chunk in chunks])
 
 def qa():
