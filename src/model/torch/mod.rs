@@ -7,6 +7,7 @@ mod encoder;
 mod head;
 mod matmul;
 mod mlm;
+mod omp;
 
 use anyhow::{bail, Context, Result};
 use tch::nn;
