@@ -114,14 +114,19 @@ mod tests {
 
     #[test]
     fn keeps_the_expected_fraction_and_scale() {
-        reseed(7);
-        let x = Tensor::ones([100_000], (tch::Kind::Float, tch::Device::Cpu));
-        let y = dropout(&x, 0.1, true);
-        let kept = f64::try_from(y.ne(0.0).to_kind(tch::Kind::Double).mean(tch::Kind::Double)).unwrap();
-        assert!((kept - 0.9).abs() < 0.005, "kept {kept}");
-        let mean = f64::try_from(y.mean(tch::Kind::Double)).unwrap();
-        assert!((mean - 1.0).abs() < 0.01, "mean {mean}");
-        assert!(dropout(&x, 0.1, false).equal(&x));
+        for kind in [Kind::Float, Kind::BFloat16] {
+            reseed(7);
+            let x = Tensor::ones([100_000], (kind, tch::Device::Cpu));
+            let y = dropout(&x, 0.1, true);
+            assert_eq!(y.kind(), kind);
+            let kept = f64::try_from(y.ne(0.0).to_kind(Kind::Double).mean(Kind::Double)).unwrap();
+            assert!((kept - 0.9).abs() < 0.005, "{kind:?}: kept {kept}");
+            // Every kept element is 1 / (1 - p) in the input's type.
+            let scale = Tensor::from((1.0f64 / 0.9) as f32).to_kind(kind).to_kind(Kind::Double);
+            let kept_values = y.to_kind(Kind::Double).masked_select(&y.ne(0.0));
+            assert!(kept_values.eq_tensor(&scale).all().int64_value(&[]) == 1, "{kind:?}");
+            assert!(dropout(&x, 0.1, false).equal(&x));
+        }
     }
 
     #[test]
