@@ -75,21 +75,21 @@ impl MaskBits for u32 {
 fn fill_mask<T: MaskBits>(out: &mut [T], keep: T, start: u64, threshold: u32) {
     // The generator is counter-based (draw k depends only on start + k * STEP), so chunks of
     // the mask are filled in parallel and the result does not depend on the thread count.
+    // One draw of 64 bits gives up to four 16-bit comparisons.
+    let write = |four: &mut [T], r: u64| {
+        for (k, m) in four.iter_mut().enumerate() {
+            *m = keep.keep_if(((r >> (16 * k)) & 0xffff) as u32 >= threshold);
+        }
+    };
     let fill = |chunk: &mut [T], first_draw: u64| {
         let mut state = start.wrapping_add(first_draw.wrapping_mul(STEP));
+        // Exact chunks of four let the compiler drop the bounds checks; the rest gets one draw.
         let mut fours = chunk.chunks_exact_mut(4);
         for four in &mut fours {
             state = state.wrapping_add(STEP);
-            let r = counter_bits(state);
-            for (k, m) in four.iter_mut().enumerate() {
-                *m = keep.keep_if(((r >> (16 * k)) & 0xffff) as u32 >= threshold);
-            }
+            write(four, counter_bits(state));
         }
-        let rest = fours.into_remainder();
-        let r = counter_bits(state.wrapping_add(STEP));
-        for (k, m) in rest.iter_mut().enumerate() {
-            *m = keep.keep_if(((r >> (16 * k)) & 0xffff) as u32 >= threshold);
-        }
+        write(fours.into_remainder(), counter_bits(state.wrapping_add(STEP)));
     };
     let n = out.len();
     if n < 1 << 16 {
