@@ -77,3 +77,16 @@ pub fn cpu_has_bf16() -> bool {
 pub fn cpu_has_bf16() -> bool {
     true
 }
+
+/// Whether ONNX Runtime multiplies uint8 activations by int8 weights exactly on this CPU. On
+/// x86-64 only with VNNI (AVX512-VNNI or AVX-VNNI; every AMX CPU has AVX512-VNNI): without it
+/// its kernel adds each pair of products in 16 bits with saturation. Arm's kernels widen first.
+#[cfg(target_arch = "x86_64")]
+pub fn cpu_u8s8_exact() -> bool {
+    std::arch::is_x86_feature_detected!("avx512vnni") || std::arch::is_x86_feature_detected!("avxvnni")
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+pub fn cpu_u8s8_exact() -> bool {
+    true
+}

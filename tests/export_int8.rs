@@ -11,13 +11,13 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use common::{max_abs_diff, parity_cases, Case};
-use toolkit::export::{export, Dtype, ExportPlan};
+use toolkit::export::{export, Dtype, ExportPlan, Int8Cpu};
 use toolkit::runtime::{self, Device, SessionConfig, SharedWeights};
 use toolkit_onnx::onnx::ModelProto;
 use toolkit_onnx::prost::Message;
 
 /// Exports `case` (its language adapter as language `xx`, if it has one) into `root/export`.
-fn export_case(case: &Case, root: &Path, dtype: Dtype) -> PathBuf {
+fn export_case(case: &Case, root: &Path, dtype: Dtype, int8_cpu: Int8Cpu) -> PathBuf {
     let files = case.files();
     let tokenizer = root.join("tokenizer");
     std::fs::create_dir_all(&tokenizer).unwrap();
@@ -32,6 +32,7 @@ fn export_case(case: &Case, root: &Path, dtype: Dtype) -> PathBuf {
         languages,
         dtype,
         int8_lang_adapters: false,
+        int8_cpu,
         max_seq_len: None,
         tokenizer_dir: tokenizer,
         out: root.join("export"),
@@ -47,8 +48,8 @@ fn load_model(path: &Path) -> ModelProto {
 
 /// A first-order bound on how far the int8 export's outputs move from the fp32 export's: each
 /// integer projection rounds its weights to at most 1/254 of the column's largest weight and its
-/// activations (7 bits) to at most 1/254 of the token's range, so its output moves by at most
-/// about (1/254 + 1/254) of its own size; errors of projections in series add up. The longest path
+/// activations (8 bits) to at most 1/510 of the token's range, so its output moves by at most
+/// about (1/254 + 1/510) of its own size; errors of projections in series add up. The longest path
 /// through the graph passes every integer projection but two of Q, K, V per layer; the bound
 /// is that many times the per-projection error, relative to the largest fp32 output.
 /// (First order: LayerNorm and softmax are taken as not amplifying the error.)
@@ -56,7 +57,7 @@ fn int8_bound(int8_model: &Path, largest_output: f64) -> f64 {
     let graph = load_model(int8_model).graph.unwrap();
     let count = |op: &str| graph.node.iter().filter(|n| n.op_type() == op).count();
     let in_series = count("MatMulIntegerToFloat") - 2 * count("Softmax");
-    in_series as f64 * (2.0 / 254.0) * largest_output
+    in_series as f64 * (1.0 / 254.0 + 1.0 / 510.0) * largest_output
 }
 
 #[test]
@@ -65,8 +66,8 @@ fn int8_exports_stay_close_to_fp32_exports() {
     for dir in parity_cases() {
         let case = Case::load(&dir);
         let (fp32_root, int8_root) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-        let fp32 = common::run_onnx(&export_case(&case, fp32_root.path(), Dtype::Fp32), &case);
-        let int8_model = export_case(&case, int8_root.path(), Dtype::Int8);
+        let fp32 = common::run_onnx(&export_case(&case, fp32_root.path(), Dtype::Fp32, Int8Cpu::Auto), &case);
+        let int8_model = export_case(&case, int8_root.path(), Dtype::Int8, Int8Cpu::Auto);
         let int8 = common::run_onnx(&int8_model, &case);
         for (name, (exact, _)) in &fp32 {
             let diff = max_abs_diff(&int8[name].0, exact);
@@ -78,7 +79,8 @@ fn int8_exports_stay_close_to_fp32_exports() {
     eprintln!("int8 vs fp32 export, max abs diff per case:\n{}", report.join("\n"));
 }
 
-/// Every projection of the encoder and the adapters is an integer MatMul on int8 weights; only
+/// Every projection of the encoder and the adapters is an integer MatMul on 8-bit weights (int8
+/// for `--int8-cpu vnni`, uint8 with zero point 128 for `any`); only
 /// the head and pooler keep float weights; attention's two activation products stay float
 /// MatMuls.
 #[test]
@@ -89,11 +91,18 @@ fn int8_graph_has_integer_projections_only() {
         ("xlmr_task_only_cls_hf", 2, 2 * (6 + 2)),
         ("bert_base_cls_hf", 2, 2 * 6),
     ] {
+      for (int8_cpu, suffix, data_type, inputs) in [(Int8Cpu::Vnni, ".weight.T.int8", 3, 4), (Int8Cpu::Any, ".weight.T.uint8", 2, 6)] {
         let case = Case::load(&common::repo().join("tests/fixtures/parity").join(name));
         let root = tempfile::tempdir().unwrap();
-        let graph = load_model(&export_case(&case, root.path(), Dtype::Int8)).graph.unwrap();
+        let graph = load_model(&export_case(&case, root.path(), Dtype::Int8, int8_cpu)).graph.unwrap();
         let ops = |op: &str| graph.node.iter().filter(|n| n.op_type() == op).count();
         assert_eq!(ops("MatMulIntegerToFloat"), projections, "{name}");
+        // `any` gives each its weights' zero point (6th input; no activation zero point, 5th).
+        let integer = graph.node.iter().filter(|n| n.op_type() == "MatMulIntegerToFloat");
+        assert!(integer.clone().all(|n| n.input.len() == inputs), "{name} {int8_cpu:?}");
+        let weights = graph.initializer.iter().filter(|t| t.name().ends_with(suffix));
+        assert!(weights.clone().all(|t| t.data_type == Some(data_type)), "{name} {int8_cpu:?}: {suffix} type");
+        assert_eq!(weights.count(), projections, "{name} {int8_cpu:?}: one {suffix} weight per projection");
         assert_eq!(ops("MatMulInteger"), 0, "{name}");
         // One per-token quantisation per projection input: Q, K and V share theirs.
         assert_eq!(ops("QuantizeLinear"), projections - 2 * layers, "{name}");
@@ -103,14 +112,12 @@ fn int8_graph_has_integer_projections_only() {
         assert_eq!(ops("MatMul"), 2 * layers + head_matmuls(&graph), "{name}");
         for t in &graph.initializer {
             let tensor = t.name();
-            if tensor.ends_with(".weight.T.int8") {
-                assert_eq!(t.data_type, Some(3), "{name}: `{tensor}` is int8"); // TensorProto.DataType.INT8
-            }
             if tensor.ends_with(".weight.T") {
                 let float_ok = tensor.starts_with("heads.") || tensor.starts_with("pooler.") || tensor.starts_with("qa_outputs.") || tensor.starts_with("classifier.");
                 assert!(float_ok, "{name}: `{tensor}` left in float");
             }
         }
+      }
     }
 }
 
@@ -151,7 +158,7 @@ fn int8_exports_match_a_numpy_reference_of_the_same_rules() {
     for dir in &cases {
         let case = Case::load(dir);
         let root = tempfile::tempdir().unwrap();
-        let model = export_case(&case, root.path(), Dtype::Int8);
+        let model = export_case(&case, root.path(), Dtype::Int8, Int8Cpu::Auto);
         let ours = common::run_onnx(&model, &case);
         let expected = &reference[&case.name()];
         tight += usize::from(expected.near_ties == 0);
@@ -177,7 +184,7 @@ fn int8_exports_match_a_numpy_reference_of_the_same_rules() {
 fn onnx_runtime_keeps_each_projection_integer() {
     let case = Case::load(&common::repo().join("tests/fixtures/parity/bert_stack_cls_hf"));
     let root = tempfile::tempdir().unwrap();
-    let model = export_case(&case, root.path(), Dtype::Int8);
+    let model = export_case(&case, root.path(), Dtype::Int8, Int8Cpu::Auto);
     let exported = load_model(&model).graph.unwrap();
     let exported_ops = |op: &str| exported.node.iter().filter(|n| n.op_type() == op).count();
     let optimized = root.path().join("optimized.onnx");
@@ -212,7 +219,7 @@ fn int8_exports_pass_the_onnx_full_checker() {
     let mut models = Vec::new();
     for name in ["bert_stack_cls_hf", "bert_stack_mc_flex", "xlmr_stack_qa_hf", "xlmr_task_only_cls_hf"] {
         let case = Case::load(&common::repo().join("tests/fixtures/parity").join(name));
-        models.push(export_case(&case, &root.path().join(name), Dtype::Int8).parent().unwrap().to_path_buf());
+        models.push(export_case(&case, &root.path().join(name), Dtype::Int8, Int8Cpu::Auto).parent().unwrap().to_path_buf());
     }
     // Without --fusions: the offline transformer optimizer's Attention fusion expects float
     // projections, and the session optimizer's fusions are checked above.
@@ -224,7 +231,8 @@ fn int8_exports_pass_the_onnx_full_checker() {
 
 /// `toolkit eval` reads the int8 export (its manifest says int8; no flag) and scores the QA
 /// fixtures with it: a row per language and metric, an answer per question, the same answers
-/// with `--share-weights`.
+/// with `--share-weights`, and the same answers from both weight kinds where both are exact.
+/// An `--int8-cpu vnni` export on a CPU without VNNI is refused with the fix named.
 #[test]
 fn int8_export_runs_in_the_evaluator() {
     let case_dir = common::repo().join("tests/fixtures/parity/bert_stack_qa_hf");
@@ -258,31 +266,58 @@ fn int8_export_runs_in_the_evaluator() {
         })
     };
     let mut scores = Vec::new();
-    for dtype in [Dtype::Fp32, Dtype::Int8] {
-        let out = root.path().join(format!("{dtype:?}"));
-        export(&ExportPlan {
+    let mut int8_answers = Vec::new();
+    for (dtype, int8_cpu) in [(Dtype::Fp32, Int8Cpu::Auto), (Dtype::Int8, Int8Cpu::Any), (Dtype::Int8, Int8Cpu::Vnni)] {
+        let out = root.path().join(format!("{dtype:?}-{int8_cpu:?}"));
+        let summary = export(&ExportPlan {
             model_dir: case_dir.join("model"),
             task_adapter: Some(case_dir.join("task")),
             languages: ["en", "de"].iter().map(|l| (Some(l.to_string()), Some(case_dir.join("lang")))).collect(),
             dtype,
             int8_lang_adapters: false,
+            int8_cpu,
             max_seq_len: None,
             tokenizer_dir: tokenizer.clone(),
             out: out.join("export"),
         })
         .unwrap();
-        if dtype == Dtype::Int8 {
-            // What the languages share: every integer projection's int8 weight.
-            let shared = SharedWeights::load(&out.join("export/en.onnx")).unwrap();
-            let int8 = shared.initializers.iter().filter(|(name, _)| name.ends_with(".weight.T.int8")).count();
-            assert_eq!(int8, 2 * (6 + 2), "{:?}", shared.initializers.iter().map(|(n, _)| n).collect::<Vec<_>>());
-        }
         let csv = out.join("results.csv");
+        if dtype == Dtype::Int8 {
+            assert_eq!(summary.manifest.int8_cpu, Some(int8_cpu));
+            // What the languages share: every integer projection's 8-bit weight.
+            let shared = SharedWeights::load(&out.join("export/en.onnx")).unwrap();
+            let integer = shared.initializers.iter().filter(|(name, _)| name.ends_with("int8")).count();
+            assert_eq!(integer, 2 * (6 + 2), "{:?}", shared.initializers.iter().map(|(n, _)| n).collect::<Vec<_>>());
+            if int8_cpu == Int8Cpu::Vnni && !toolkit::device::cpu_u8s8_exact() {
+                let refused = std::process::Command::new(env!("CARGO_BIN_EXE_toolkit"))
+                    .args(["eval", "--device", "cpu", "--run-name", "tiny", "--suite"])
+                    .arg(&suite)
+                    .arg("--models")
+                    .arg(out.join("export"))
+                    .arg("--data-dir")
+                    .arg(common::data_fixtures())
+                    .arg("--out")
+                    .arg(&csv)
+                    .output()
+                    .unwrap();
+                let stderr = String::from_utf8_lossy(&refused.stderr);
+                assert!(!refused.status.success() && stderr.contains("--int8-cpu any"), "not refused: {stderr}");
+                assert!(!csv.exists(), "a refused export wrote {}", csv.display());
+                eprintln!("vnni export refused on this CPU, as it should be: {}", stderr.trim());
+                continue;
+            }
+        }
         let predictions = eval(&out.join("export"), &csv, false);
         // The languages' sessions sharing one packed copy of the integer weights answer the same.
         let shared = eval(&out.join("export"), &out.join("results-shared.csv"), true);
-        assert_eq!(shared, predictions, "{dtype:?}: --share-weights changed the answers");
-        scores.push(std::fs::read_to_string(&csv).unwrap().replace("Fp32", "").replace("Int8", ""));
+        assert_eq!(shared, predictions, "{dtype:?} {int8_cpu:?}: --share-weights changed the answers");
+        if dtype == Dtype::Int8 {
+            int8_answers.push(predictions);
+        }
+        scores.push(std::fs::read_to_string(&csv).unwrap());
+    }
+    if let [any, vnni] = &int8_answers[..] {
+        assert_eq!(any, vnni, "int8 weights and uint8 weights answered differently on an exact CPU");
     }
     eprintln!("fp32:\n{}\nint8:\n{}", scores[0], scores[1]);
 }

@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use common::{max_abs_diff, parity_cases, Case};
-use toolkit::export::{export, Dtype, ExportManifest, ExportPlan};
+use toolkit::export::{export, Dtype, ExportManifest, ExportPlan, Int8Cpu};
 use toolkit::model::weights::{write_safetensors, Tensor as WeightTensor, Weights};
 use toolkit::runtime::{self, Device, Provider, SessionConfig};
 use toolkit_onnx::onnx::ModelProto;
@@ -41,6 +41,7 @@ fn plan(case: &Case, root: &Path, languages: &[&str], dtype: Dtype) -> ExportPla
         languages,
         dtype,
         int8_lang_adapters: false,
+        int8_cpu: Int8Cpu::Auto,
         max_seq_len: None,
         tokenizer_dir: tokenizer_dir(root),
         out: root.join("export"),

@@ -166,7 +166,7 @@ fn tch_model_matches_reference_logits() {
 #[test]
 fn onnx_export_matches_reference_logits() {
     use ort::value::Tensor;
-    use toolkit::export::{export, Dtype, ExportPlan};
+    use toolkit::export::{export, Dtype, ExportPlan, Int8Cpu};
     use toolkit::runtime::{self, Device, SessionConfig};
 
     let case = legacy_case();
@@ -184,6 +184,7 @@ fn onnx_export_matches_reference_logits() {
             languages: vec![(Some("xx".into()), files.lang_adapter)],
             dtype,
             int8_lang_adapters: false,
+            int8_cpu: Int8Cpu::Auto,
             max_seq_len: None,
             tokenizer_dir,
             out: root.path().join("export"),

@@ -17,6 +17,7 @@ pub enum ElemType {
     I64,
     I32,
     I8,
+    U8,
     Bool,
 }
 
@@ -29,6 +30,7 @@ impl ElemType {
             ElemType::I64 => DataType::Int64,
             ElemType::I32 => DataType::Int32,
             ElemType::I8 => DataType::Int8,
+            ElemType::U8 => DataType::Uint8,
             ElemType::Bool => DataType::Bool,
         }) as i32
     }
@@ -38,7 +40,7 @@ impl ElemType {
             ElemType::F32 | ElemType::I32 => 4,
             ElemType::F16 => 2,
             ElemType::I64 => 8,
-            ElemType::I8 | ElemType::Bool => 1,
+            ElemType::I8 | ElemType::U8 | ElemType::Bool => 1,
         }
     }
 }

@@ -7,11 +7,12 @@ torch.nn.Linear of the encoder and the adapters (modules under `encoder.layer.` 
 rules; the pooler and the heads stay float, as in the export.
 
   activations, per token (one row of the last axis): lo = min(0, min x), hi = max(0, max x),
-      scale = max((hi - lo) / 127, smallest positive float32), zero point z = round(-lo / scale),
-      xq = round(x / scale) + z (0 to 128: 7 bits, see ACTIVATION_STEPS in src/export/graph.rs),
+      scale = max((hi - lo) / 255, smallest positive float32), zero point z = round(-lo / scale),
+      xq = round(x / scale) + z (0 to 255, see ACTIVATION_STEPS in src/export/graph.rs),
       rounding halves to even;
   weights, per output feature: scale = max |w| / 127 (1 for an all-zero feature),
       wq = clip(round(w / scale), -127, 127), rounding halves away from zero;
+      (an `--int8-cpu any` export stores wq + 128 as uint8 with zero point 128: the same integers)
   y = ((xq @ wq, in integers) * weight scale) * scale - (scale * z) * (weight scale * sum of the
       column of wq) + bias, in float32, in the export's order (z is 0 for a ReLU output, whose
       minimum is 0, and the export leaves that term out).
@@ -46,7 +47,7 @@ def integer_linear(linear, x, ties):
     rows = x.detach().numpy().astype(np.float32).reshape(-1, x.shape[-1])
     lo = np.minimum(rows.min(axis=1, keepdims=True), np.float32(0))
     hi = np.maximum(rows.max(axis=1, keepdims=True), np.float32(0))
-    scale = np.maximum((hi - lo) / np.float32(127), np.finfo(np.float32).tiny)
+    scale = np.maximum((hi - lo) / np.float32(255), np.finfo(np.float32).tiny)
     ties.append(int((np.abs(np.abs(rows / scale) % 1 - 0.5) < TIE).sum()))
     zero = np.rint(-lo / scale)
     xq = np.clip(np.rint(rows / scale) + zero, 0, 255).astype(np.int64)

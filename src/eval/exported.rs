@@ -6,7 +6,7 @@ use anyhow::{bail, ensure, Context, Result};
 use tokenizers::Tokenizer;
 
 use super::{Suite, Task};
-use crate::export::ExportManifest;
+use crate::export::{ExportManifest, Int8Cpu};
 use crate::features::tokenizer;
 
 pub struct ExportedModels {
@@ -22,6 +22,14 @@ impl ExportedModels {
     /// model for each of `languages`.
     pub fn open(dir: &Path, suite: &Suite, languages: &[String]) -> Result<ExportedModels> {
         let manifest = ExportManifest::load(dir)?;
+        if manifest.int8_cpu == Some(Int8Cpu::Vnni) && !crate::device::cpu_u8s8_exact() {
+            bail!(
+                "{}: this int8 export is for CPUs with VNNI (`--int8-cpu vnni`: int8 weights), and this CPU has \
+                 none (AVX512-VNNI, AVX-VNNI): ONNX Runtime's kernel would saturate its products and give wrong \
+                 scores. Export again with `--int8-cpu any` (or `auto` on this machine)",
+                dir.display()
+            );
+        }
         let misfit = |what: String| format!("{}: the export does not fit suite {}: {what}", dir.display(), suite.name);
         let expected = suite.task.head_type();
         if manifest.head_type != expected {

@@ -34,11 +34,42 @@ pub enum Dtype {
     /// softmax and the outputs stay in float32.
     Fp16,
     /// For CPU scoring: the projections of the encoder and of the adapters run as integer
-    /// MatMuls, int8 weights (one scale per output feature) times uint8 activations quantised
+    /// MatMuls, 8-bit weights (one scale per output feature) times uint8 activations quantised
     /// at run time, one scale and zero point per token (see `Builder::integer_linear`);
     /// everything else (embeddings, LayerNorm, attention scores and weighted sums, the pooler
-    /// and the head) stays float32.
+    /// and the head) stays float32. `Int8Cpu` says which integer kernels.
     Int8,
+}
+
+/// The CPUs an int8 export's integer MatMuls are made for (`toolkit export --int8-cpu`). Both
+/// kinds quantise the same way (8-bit activations, 8-bit weights) and give the same products;
+/// they differ in the weights' type, which picks ONNX Runtime's kernel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Int8Cpu {
+    /// `vnni` where this CPU multiplies uint8 by int8 exactly (x86-64 with AVX512-VNNI or
+    /// AVX-VNNI, which every AMX CPU has; Arm), else `any`.
+    #[default]
+    Auto,
+    /// int8 weights: ONNX Runtime's uint8 x int8 kernels (VNNI, AMX). An x86-64 CPU without
+    /// VNNI adds each pair of these products in 16 bits with saturation, which 255 x 127 x 2
+    /// overflows, so `toolkit eval` refuses such an export there.
+    Vnni,
+    /// uint8 weights (the int8 values plus 128, zero point 128): ONNX Runtime's uint8 x uint8
+    /// kernels, which widen to 16 bits before they multiply: exact on every CPU, but they do not
+    /// use VNNI.
+    Any,
+}
+
+impl Int8Cpu {
+    /// `Auto` decided for this CPU; the others as they are.
+    pub fn resolve(self) -> Int8Cpu {
+        match self {
+            Int8Cpu::Auto if crate::device::cpu_u8s8_exact() => Int8Cpu::Vnni,
+            Int8Cpu::Auto => Int8Cpu::Any,
+            chosen => chosen,
+        }
+    }
 }
 
 impl Dtype {
@@ -76,11 +107,13 @@ pub fn input_names(arch: Arch) -> &'static [&'static str] {
 
 /// Builds the graph of `model` (with whatever adapters it holds) and its head. With
 /// `int8_lang_adapter`, the language adapter's linear weights are stored as int8 (see
-/// `quantized_weight`); an int8 `dtype` makes them integer projections in any case.
+/// `quantized_weight`); an int8 `dtype` makes them integer projections in any case, with the
+/// weights of `int8_cpu` (resolved: not `Auto`).
 pub fn encoder_graph(
     model: &ComposedModel,
     dtype: Dtype,
     int8_lang_adapter: bool,
+    int8_cpu: Int8Cpu,
     sink: &mut dyn WeightSink,
 ) -> Result<GraphProto> {
     let head = model.head.as_ref().context(
@@ -92,6 +125,7 @@ pub fn encoder_graph(
         model,
         sink,
         dtype,
+        int8_cpu,
         ft: dtype.elem(),
         added: HashSet::new(),
         rows_quantized: HashMap::new(),
@@ -136,6 +170,8 @@ struct Builder<'a> {
     model: &'a ComposedModel,
     sink: &'a mut dyn WeightSink,
     dtype: Dtype,
+    /// The integer projections' weight type (int8 export).
+    int8_cpu: Int8Cpu,
     /// The float type of weights and activations.
     ft: ElemType,
     /// Initializers added so far (a LayerNorm may be used more than once).
@@ -181,12 +217,14 @@ fn transpose(entry: &Entry, out_dim: usize, in_dim: usize) -> Result<Vec<f32>> {
     Ok(t)
 }
 
-/// Steps of an int8 export's activation quantisation: 7 bits, not 8. Without VNNI (AVX2,
-/// AVX-512 without VNNI), ONNX Runtime's u8 x s8 kernel adds each pair of products in 16 bits
-/// with saturation; 255 x 127 x 2 overflows it and moved the fixtures' logits twice as far as
-/// the error bound on an AVX2 CPU. With at most 128 x 127 x 2 = 32512 it cannot overflow, so an
-/// export gives the same scores on every CPU.
-const ACTIVATION_STEPS: f32 = 127.0;
+/// Steps of an int8 export's activation quantisation: all 8 bits. (Exports before `Int8Cpu`
+/// used 7 bits with int8 weights, so that ONNX Runtime's u8 x s8 kernel could not saturate on
+/// CPUs without VNNI; on a trained COPA model the 8-bit activations with uint8 weights moved
+/// the logits 1.7x less and kept the same argmax in 100% of 128 sampled rows against 99.2%.)
+const ACTIVATION_STEPS: f32 = 255.0;
+
+/// The zero point of uint8 weights (`Int8Cpu::Any`): int8 value + 128.
+const WEIGHT_ZERO_POINT: i16 = 128;
 
 /// The domain of ONNX Runtime's contrib ops (MatMulIntegerToFloat).
 const MS_DOMAIN: &str = "com.microsoft";
@@ -314,18 +352,29 @@ impl Builder<'_> {
     }
 
     /// The right operand of an integer MatMul: the transposed weight `name` as int8 (see
-    /// `quantize_columns`) and its per-column float32 scales. Returns their names. The weight is
-    /// quantised only when the sink needs its bytes (once per tensor then: cheap next to
-    /// reading it).
+    /// `quantize_columns`; for `Int8Cpu::Any` as uint8, each value plus 128) and its
+    /// per-column float32 scales. Returns their names. The weight is quantised only when the
+    /// sink needs its bytes (once per tensor then: cheap next to reading it).
     fn integer_weight(&mut self, name: &str, out_dim: usize, in_dim: usize) -> Result<[String; 2]> {
-        let names = [format!("{name}.T.int8"), format!("{name}.T.scale")];
+        let (suffix, elem) = match self.int8_cpu {
+            Int8Cpu::Any => ("uint8", ElemType::U8),
+            _ => ("int8", ElemType::I8),
+        };
+        let names = [format!("{name}.T.{suffix}"), format!("{name}.T.scale")];
         if self.added.contains(&names[0]) {
             return Ok(names);
         }
         let entry = self.model.weights.entry_with_shape(name, &[out_dim, in_dim])?;
         let quantized = || -> Result<(Vec<u8>, Vec<f32>)> { Ok(quantize_columns(&transpose(entry, out_dim, in_dim)?, out_dim)) };
+        let values = || -> Result<Vec<u8>> {
+            let q = quantized()?.0;
+            Ok(match elem {
+                ElemType::U8 => q.into_iter().map(|v| (v as i8 as i16 + WEIGHT_ZERO_POINT) as u8).collect(),
+                _ => q,
+            })
+        };
         let dims = [in_dim as i64, out_dim as i64];
-        let q = self.sink.tensor(&names[0], ElemType::I8, &dims, &|| Ok(quantized()?.0))?;
+        let q = self.sink.tensor(&names[0], elem, &dims, &values)?;
         let s = self.sink.tensor(&names[1], ElemType::F32, &[out_dim as i64], &|| Ok(Dtype::Fp32.bytes(&quantized()?.1)))?;
         for proto in [q, s] {
             self.g.initializer(proto);
@@ -391,7 +440,7 @@ impl Builder<'_> {
     /// w_n and integer column sum c_n = sum_k Wq[k, n] of output feature n,
     /// y = s * (w_n * (xq @ Wq)) - (s * z) * (w_n * c_n) + b_n, which is s * w_n * ((xq - z) @ Wq) + b_n.
     /// The integer product and its scaling by w_n are one ONNX Runtime MatMulIntegerToFloat: its
-    /// u8 x s8 GEMM (VNNI where the CPU has it) scales each tile while it is in cache, where a
+    /// integer GEMM (VNNI where the CPU has it and the weights are int8) scales each tile while it is in cache, where a
     /// MatMulInteger would write int32 and take a Cast and a Mul over the output (measured 4.5%
     /// of an e5-small int8 run on an AVX2 EPYC). The zero-point term is skipped for ReLU outputs,
     /// whose zero point is always 0. A scale per token instead of one over the whole batch keeps
@@ -406,11 +455,14 @@ impl Builder<'_> {
         let [w, w_scale] = self.integer_weight(&weight, out_dim, in_dim)?;
         let xq = self.quantize_rows(x, prefix, in_dim);
         let one = self.scalar_of(&format!("{prefix}/unit_scale"), ElemType::F32, 1.0);
-        let y = self
-            .g
-            .node("MatMulIntegerToFloat", &format!("{prefix}/MatMulIntegerToFloat"), &[&xq.values, &w, &one, &w_scale])
-            .domain(MS_DOMAIN)
-            .out();
+        let mut inputs = vec![xq.values.clone(), w, one, w_scale];
+        if self.int8_cpu == Int8Cpu::Any {
+            // No activation zero point here (it is per token, see above); the weights' is 128.
+            let zero_point = self.g.constant(&format!("{prefix}/weight_zero_point"), ElemType::U8, &[], vec![WEIGHT_ZERO_POINT as u8]);
+            inputs.extend([String::new(), zero_point]);
+        }
+        let inputs: Vec<&str> = inputs.iter().map(String::as_str).collect();
+        let y = self.g.node("MatMulIntegerToFloat", &format!("{prefix}/MatMulIntegerToFloat"), &inputs).domain(MS_DOMAIN).out();
         // Its shape, which ONNX Runtime cannot infer through the Reshape back from the
         // flattened tokens, lets its optimizer fuse the residual Adds into SkipLayerNormalization
         // where that fusion is on (CUDA).
@@ -427,8 +479,8 @@ impl Builder<'_> {
 
     /// Quantises `x` `[rows, sequence, in_dim]` to uint8 with one scale and zero point per
     /// token, over its `in_dim` features, as ONNX's DynamicQuantizeLinear does over a whole
-    /// tensor but with `ACTIVATION_STEPS` steps: scale = (max(0, max x) - min(0, min x)) / 127,
-    /// zero point z = round(-min(0, min x) / scale), xq = round(x / scale) + z (0 to 128), so its
+    /// tensor: scale = (max(0, max x) - min(0, min x)) / 255 (`ACTIVATION_STEPS`),
+    /// zero point z = round(-min(0, min x) / scale), xq = round(x / scale) + z (0 to 255), so its
     /// error is at most scale / 2. An all-zero token gets the smallest positive scale. For a
     /// ReLU output min(0, min x) is 0, so z is 0 and neither is computed. QuantizeLinear takes
     /// one scale per index of one axis, so it runs on `x` flattened to `[tokens, in_dim]`. Done

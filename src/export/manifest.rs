@@ -5,7 +5,7 @@ use std::path::{Component, Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
-use super::graph::Dtype;
+use super::graph::{Dtype, Int8Cpu};
 use crate::model::{Arch, HeadType};
 
 pub const MANIFEST: &str = "export.json";
@@ -31,6 +31,11 @@ pub struct ExportManifest {
     /// Language adapter weights stored as int8 (`--int8-lang-adapters`).
     #[serde(default)]
     pub int8_lang_adapters: bool,
+    /// The CPUs an int8 export's integer MatMuls are made for (`--int8-cpu`, resolved);
+    /// `None` for other dtypes and for int8 exports made before the option (7-bit
+    /// activations, exact on every CPU).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub int8_cpu: Option<Int8Cpu>,
     /// Longest input the model takes (position embeddings).
     pub max_seq_len: usize,
     /// File names inside the export folder (`load` refuses paths).

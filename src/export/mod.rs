@@ -13,7 +13,7 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use toolkit_onnx::ModelInfo;
 
-pub use graph::Dtype;
+pub use graph::{Dtype, Int8Cpu};
 use lang_adapters::LangAdapters;
 pub use manifest::{ExportManifest, ExportedModel};
 use manifest::{MANIFEST, NO_LANG_MODEL, SHARED_DATA, TOKENIZER};
@@ -82,6 +82,14 @@ pub struct ExportArgs {
     #[arg(long, requires = "lang_adapters")]
     pub int8_lang_adapters: bool,
 
+    /// Which CPUs a `--dtype int8` export is for. `vnni`: int8 weights, run by ONNX Runtime's
+    /// VNNI and AMX kernels; CPUs without VNNI would saturate their products, so `toolkit eval`
+    /// refuses the export there. `any`: uint8 weights, exact on every CPU, without VNNI's
+    /// speed. `auto`: `vnni` if this CPU has VNNI (AVX512-VNNI, AVX-VNNI), else `any`. Both
+    /// round alike (8-bit activations per token, 8-bit weights per output feature).
+    #[arg(long, value_enum, default_value_t = Int8Cpu::Auto)]
+    pub int8_cpu: Int8Cpu,
+
     /// Output folder.
     #[arg(long, value_name = "DIR")]
     pub out: PathBuf,
@@ -106,6 +114,8 @@ pub struct ExportPlan {
     pub dtype: Dtype,
     /// Language adapter weights stored as int8.
     pub int8_lang_adapters: bool,
+    /// An int8 export's weight type (`Auto` is decided at export).
+    pub int8_cpu: Int8Cpu,
     /// `None`: 512, or the model's limit when lower.
     pub max_seq_len: Option<usize>,
     pub tokenizer_dir: PathBuf,
@@ -186,6 +196,7 @@ pub fn plan(args: &ExportArgs) -> Result<ExportPlan> {
         languages,
         dtype: args.dtype,
         int8_lang_adapters: args.int8_lang_adapters,
+        int8_cpu: args.int8_cpu,
         max_seq_len: args.max_seq_len,
         out: args.out.clone(),
     })
@@ -237,6 +248,7 @@ pub fn export(plan: &ExportPlan) -> Result<ExportSummary> {
         outputs: first.head.head_type.outputs().iter().map(|s| s.to_string()).collect(),
         dtype: plan.dtype,
         int8_lang_adapters: plan.int8_lang_adapters,
+        int8_cpu: (plan.dtype == Dtype::Int8).then(|| plan.int8_cpu.resolve()),
         max_seq_len: first.max_seq_len,
         tokenizer: TOKENIZER.into(),
         shared_data: SHARED_DATA.into(),
@@ -289,7 +301,7 @@ fn export_language(
         Some(lang) => graph::lang_adapter_prefixes(&model, lang),
         None => Vec::new(),
     };
-    let graph = graph::encoder_graph(&model, plan.dtype, plan.int8_lang_adapters, &mut Placement { shared, inline_prefixes })
+    let graph = graph::encoder_graph(&model, plan.dtype, plan.int8_lang_adapters, plan.int8_cpu.resolve(), &mut Placement { shared, inline_prefixes })
         .with_context(|| format!("building the graph of {file}"))?;
     let proto = toolkit_onnx::model(
         graph,
@@ -344,7 +356,7 @@ fn metadata(
         .map(|(role, a)| serde_json::json!({"role": role, "name": a.name, "dir": a.dir}))
         .collect();
     let json = |v: serde_json::Value| v.to_string();
-    vec![
+    let mut metadata = vec![
         ("base_model".into(), plan.model_dir.display().to_string()),
         ("arch".into(), json(serde_json::to_value(model.config.arch).expect("serialises"))),
         ("head_type".into(), json(serde_json::to_value(head.head_type).expect("serialises"))),
@@ -355,7 +367,11 @@ fn metadata(
         ("tokenizer".into(), TOKENIZER.to_string()),
         ("dtype".into(), json(serde_json::to_value(plan.dtype).expect("serialises"))),
         ("lang_adapter_weights".into(), if plan.int8_lang_adapters && model.lang.is_some() { "int8" } else { "as dtype" }.into()),
-    ]
+    ];
+    if plan.dtype == Dtype::Int8 {
+        metadata.push(("int8_cpu".into(), json(serde_json::to_value(plan.int8_cpu.resolve()).expect("serialises"))));
+    }
+    metadata
 }
 
 fn describe(model: &ComposedModel, language: Option<&str>) -> String {

@@ -25,7 +25,7 @@ pub struct SharedWeights {
 }
 
 impl SharedWeights {
-    /// The right-hand operands of `model`'s MatMuls (float32, or int8 in an int8 export) that
+    /// The right-hand operands of `model`'s MatMuls (float32, or int8 / uint8 in an int8 export) that
     /// are stored in an external data file; the others stay with each model.
     pub fn load(model: &Path) -> Result<Self> {
         // Values and the container come from the ONNX Runtime library, loaded with it.
@@ -70,6 +70,10 @@ impl SharedWeights {
                 Ok(DataType::Int8) => {
                     check_length(name, data, count, 1)?;
                     Tensor::from_array((dims, data.iter().map(|b| *b as i8).collect::<Vec<i8>>()))?.into_dyn()
+                }
+                Ok(DataType::Uint8) => {
+                    check_length(name, data, count, 1)?;
+                    Tensor::from_array((dims, data.to_vec()))?.into_dyn()
                 }
                 // Other types (an fp16 export's) stay with each model.
                 _ => continue,

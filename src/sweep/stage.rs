@@ -7,7 +7,7 @@ use anyhow::{bail, Result};
 use super::file::{Run, Sweep};
 use crate::device::Device;
 use crate::eval::EvalArgs;
-use crate::export::{Dtype, ExportArgs};
+use crate::export::{Dtype, ExportArgs, Int8Cpu};
 use crate::run_dir::RunDir;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -82,6 +82,7 @@ fn score(sweep: &Sweep, run: &Run) -> Result<()> {
             no_lang_adapter: sweep.export.lang_adapters.is_none(),
             dtype: Dtype::Fp32,
             int8_lang_adapters: false,
+            int8_cpu: Int8Cpu::Auto,
             out: exported.clone(),
             max_seq_len: None,
             tokenizer: None,
