@@ -11,7 +11,8 @@
 # the fp32 export and the int8 export (`--dtype int8`; target >= 1.8x the fp32 rate), alternately, two rounds each, the faster round counting. Also
 # prints each one's effective GFLOP/s (dense FLOPs of the real tokens per second of inference)
 # against this machine's GEMM peak measured in the same run (`gemm_peak` in lib.sh: ONNX
-# Runtime's float32 MatMul and uint8 x int8 MatMulInteger of 2048^3, best before or after the
+# Runtime's float32 MatMul and the int8 export's MatMulInteger kernel (uint8 x int8, or uint8 x
+# uint8 for an `--int8-cpu any` export) of 2048^3, best before or after the
 # evals), with the CPU's name and how many cores other processes kept busy, and where the
 # evaluator's seconds went (tokenising, batching, input tensors, session.run, outputs, scoring).
 #
@@ -115,8 +116,11 @@ format = "nli"
 path = "data/pairs.jsonl"
 TOML
 
-say "GEMM peak ($THREADS threads)"
-read -r peak_fp32 peak_int8 < <(gemm_peak "$REF_VENV/bin/python" "$THREADS")
+# The integer peak of the kernel the int8 export runs: its weights' type (`--int8-cpu`, which
+# `auto` chose for this CPU) picks it.
+int8_weights=$("$REF_VENV/bin/python" -c 'import json, sys; print({"any": "uint8"}.get(json.load(open(sys.argv[1])).get("int8_cpu"), "int8"))' "$WORK/export-int8/export.json")
+say "GEMM peak ($THREADS threads; integer: uint8 x $int8_weights)"
+read -r peak_fp32 peak_int8 < <(gemm_peak "$REF_VENV/bin/python" "$THREADS" "$int8_weights")
 busy=$(busy_cores)
 for round in 1 2; do
     for dtype in fp32 int8; do
@@ -126,7 +130,7 @@ for round in 1 2; do
             || { cat "$WORK/eval.log" >&2; exit 1; }
     done
 done
-read -r after_fp32 after_int8 < <(gemm_peak "$REF_VENV/bin/python" "$THREADS")
+read -r after_fp32 after_int8 < <(gemm_peak "$REF_VENV/bin/python" "$THREADS" "$int8_weights")
 busy="$busy $(busy_cores)"
 
 say "reference stack ($THREADS threads)"

@@ -42,19 +42,20 @@ cpu_name() {
     awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo
 }
 
-# gemm_peak PYTHON THREADS [N]: this machine's GEMM peak now, as ONNX Runtime (CPU, THREADS
-# threads) reaches it on one N x N x N product (default 2048): a float32 MatMul and a
-# MatMulInteger of uint8 activations and int8 weights (the weights an initializer, as in an
-# int8 export, so both are prepacked). Prints `fp32 GFLOPS int8 GOPS`, the best of 5 runs each
+# gemm_peak PYTHON THREADS [WEIGHTS [N]]: this machine's GEMM peak now, as ONNX Runtime (CPU,
+# THREADS threads) reaches it on one N x N x N product (default 2048): a float32 MatMul and a
+# MatMulInteger of uint8 activations and WEIGHTS weights (int8, the default, or uint8: the
+# kernel an `--int8-cpu vnni` or `any` export runs; the weights an initializer, as in an int8
+# export, so both are prepacked). Prints `fp32 GFLOPS int8 GOPS`, the best of 5 runs each
 # (2 N^3 operations a run). PYTHON needs onnx, onnxruntime and numpy.
 gemm_peak() {
-    "$1" - "$2" "${3:-2048}" <<'PY'
+    "$1" - "$2" "${4:-2048}" "${3:-int8}" <<'PY'
 import sys, time
 import numpy as np
 import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
-threads, n = int(sys.argv[1]), int(sys.argv[2])
+threads, n, weights = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
 rng = np.random.default_rng(0)
 
 def best_rate(op, a, b, a_type, y_type):
@@ -76,8 +77,8 @@ def best_rate(op, a, b, a_type, y_type):
 
 fp32 = best_rate("MatMul", rng.standard_normal((n, n), dtype=np.float32), rng.standard_normal((n, n), dtype=np.float32),
                  TensorProto.FLOAT, TensorProto.FLOAT)
-int8 = best_rate("MatMulInteger", rng.integers(0, 256, (n, n), dtype=np.uint8), rng.integers(-127, 128, (n, n), dtype=np.int8),
-                 TensorProto.UINT8, TensorProto.INT32)
+b = rng.integers(-127, 128, (n, n), dtype=np.int8) if weights == "int8" else rng.integers(0, 256, (n, n), dtype=np.uint8)
+int8 = best_rate("MatMulInteger", rng.integers(0, 256, (n, n), dtype=np.uint8), b, TensorProto.UINT8, TensorProto.INT32)
 print(f"{fp32:.1f} {int8:.1f}")
 PY
 }
