@@ -395,7 +395,14 @@ select_language = true
             }
         }
         assert_close(value(&rows, "avg", "accuracy"), targets.iter().sum::<f64>() / 2.0, &format!("{case_name} avg"));
-        assert!(!out.with_extension("predictions").exists());
+        // Each pair's predicted label, under its pairID.
+        for (lang, items) in &items {
+            let file = out.with_extension("predictions").join(format!("{lang}.json"));
+            let predictions: BTreeMap<String, String> = serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+            let expected: BTreeMap<String, String> =
+                items.iter().enumerate().map(|(i, (pair, _))| (format!("{lang}{i}"), pairs[*pair].2.to_string())).collect();
+            assert_eq!(predictions, expected, "{case_name} {lang}");
+        }
     }
     // The two models' reference rows get different classes, so one fixed answer cannot pass
     // both; and the first model's pairs get several, so predictions given to the wrong items
@@ -570,10 +577,25 @@ path = "{lang}.jsonl"
 "#,
     );
     let out = root.path().join("xcopa.csv");
-    run(&args(suite, models, data, out.clone())).unwrap();
+    run(&args(suite.clone(), models.clone(), data.clone(), out.clone())).unwrap();
     let rows = read_csv(&out).unwrap();
     assert_close(value(&rows, "en", "accuracy"), 75.0, "en");
     assert_close(value(&rows, "xx", "accuracy"), 25.0, "xx");
+    // Each item's chosen choice, under its idx.
+    for lang in ["en", "xx"] {
+        let file = out.with_extension("predictions").join(format!("{lang}.json"));
+        let predictions: BTreeMap<String, String> = serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+        let chosen: BTreeMap<String, String> = expected.iter().enumerate().map(|(i, c)| (i.to_string(), c.to_string())).collect();
+        assert_eq!(predictions, chosen, "{lang}");
+    }
+
+    // Two items with one idx: their predictions could not be told apart.
+    let first = std::fs::read_to_string(data.join("xx.jsonl")).unwrap().lines().next().unwrap().to_string();
+    std::fs::write(data.join("xx.jsonl"), format!("{first}\n{first}\n")).unwrap();
+    let again = root.path().join("again.csv");
+    let err = format!("{:#}", run(&args(suite, models, data, again.clone())).unwrap_err());
+    assert!(err.contains("two items have the id `0`"), "{err}");
+    assert!(!again.exists());
 }
 
 #[test]

@@ -2,7 +2,9 @@
 # Accuracy guard for `toolkit export --dtype int8` (issue 11) on real data: exports a trained
 # COPA model and a trained QA model in fp32 and in int8, scores XCOPA (every language) and
 # XQuAD (every language) with each, and prints per language the fp32 score, the int8 score and
-# their difference. Fails when any |difference| exceeds MAX_DIFF points (default 0.5). Also
+# their difference, with how many items' predictions the int8 export changed (from the
+# evaluator's predictions files). Fails when any |difference| exceeds MAX_DIFF points (default
+# 0.5). Also
 # prints how far the int8 logits are from the fp32 logits on real inputs (the first XCOPA and
 # XQuAD language's first items, run through both models with the reference venv's onnxruntime),
 # and in how many rows the fp32 margin between the top two is below twice the row's int8
@@ -147,9 +149,19 @@ fi
 
 say "per language: fp32, int8, int8 - fp32 (points)"
 python3 - "$OUT/results" "$MAX_DIFF" "${checks[@]}" <<'PY'
-import csv, sys
+import csv, json, os, sys
 results, max_diff, checks = sys.argv[1], float(sys.argv[2]), sys.argv[3:]
 worst, failed = 0.0, []
+
+def changed(name, lang):
+    """Items whose prediction differs between the fp32 and the int8 export, and all items
+    (from the evaluator's predictions beside each results CSV); None before they existed."""
+    files = [f"{results}/{name}-{dtype}.predictions/{lang}.json" for dtype in ("fp32", "int8")]
+    if not all(os.path.isfile(f) for f in files):
+        return None
+    fp32, int8 = (json.load(open(f)) for f in files)
+    return sum(fp32[k] != int8.get(k) for k in fp32), len(fp32)
+
 for name, metrics in (("copa", ["accuracy"]), ("qa", ["f1", "exact_match"])):
     if name not in checks:
         continue
@@ -158,7 +170,7 @@ for name, metrics in (("copa", ["accuracy"]), ("qa", ["f1", "exact_match"])):
         for row in csv.DictReader(open(f"{results}/{name}-{dtype}.csv")):
             score[dtype, row["language"], row["metric"]] = float(row["value"])
     langs = [l for (d, l, m) in score if d == "fp32" and m == metrics[0]]
-    print(f"\n{name}: " + "  ".join(f"{m:>26}" for m in metrics))
+    print(f"\n{name}: " + "  ".join(f"{m:>26}" for m in metrics) + "  predictions changed")
     print(f"{'lang':<8}" + "  ".join(f"{'fp32':>8} {'int8':>8} {'diff':>8}" for _ in metrics))
     for lang in langs:
         cells = []
@@ -169,7 +181,8 @@ for name, metrics in (("copa", ["accuracy"]), ("qa", ["f1", "exact_match"])):
                 worst = max(worst, abs(b - a))
                 if abs(b - a) > max_diff:
                     failed.append(f"{name} {lang} {m}: {b - a:+.2f}")
-        print(f"{lang:<8}" + "  ".join(cells))
+        flips = changed(name, lang) if lang not in ("avg", "lowest") else None
+        print(f"{lang:<8}" + "  ".join(cells) + (f"  {flips[0]:>5} of {flips[1]}" if flips else ""))
 print(f"\nlargest |int8 - fp32|: {worst:.2f} points (limit {max_diff})")
 if failed:
     print("FAILED: " + "; ".join(failed))

@@ -1,5 +1,5 @@
 //! `toolkit eval`: every language of a suite through the export's models; the results CSV,
-//! QA predictions and a run summary written only once all languages are done.
+//! predictions and a run summary written only once all languages are done.
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -28,8 +28,9 @@ Examples:
 
 Writes OUT (the tidy results CSV: one row per language and metric, plus `avg` over the
 target languages and `lowest`), OUT with .json (throughput, padding, skipped records per
-language) and, for QA suites, OUT with .predictions/{lang}.json ({id: answer}, the format of
-the official scripts). Nothing is written unless every language succeeds.
+language) and OUT with .predictions/{lang}.json, one prediction per item: {question id: answer}
+for QA (the format of the official scripts), {pairID: label} for NLI, {idx: 0 or 1} for COPA.
+Nothing is written unless every language succeeds.
 
 Suites are TOML files in eval-suites/ (a name) or anywhere (a path); they name each
 language's file under --data-dir (see scripts/download-data.sh for the layout).")]
@@ -220,9 +221,7 @@ pub fn run(args: &EvalArgs) -> Result<()> {
                     lowest_language: None,
                 });
             }
-            if let Some(p) = scores.predictions {
-                predictions.insert(lang.clone(), p);
-            }
+            predictions.insert(lang.clone(), scores.predictions);
             summary.insert(
                 lang.clone(),
                 LanguageSummary {

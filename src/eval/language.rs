@@ -87,8 +87,10 @@ impl LanguageInputs {
 pub struct LanguageScores {
     pub metrics: Vec<(Metric, f64)>,
     pub throughput: Throughput,
-    /// QA only: `{question id: answer}`.
-    pub predictions: Option<HashMap<String, String>>,
+    /// `{id: prediction}`: a QA question's answer text, an NLI pair's label, a COPA item's
+    /// chosen choice (`0` or `1`, as the data's labels), keyed by question id, pair id (or
+    /// `line N`) and COPA `idx`.
+    pub predictions: HashMap<String, String>,
 }
 
 /// How batches are formed.
@@ -123,16 +125,20 @@ pub fn score_language(
             let scoring = Instant::now();
             let gold: Vec<&str> = loaded.records.iter().map(|e: &NliExample| e.label.as_str()).collect();
             let metrics = vec![(Metric::Accuracy, accuracy(&predicted, &gold))];
+            let ids = loaded.records.iter().map(|e| e.id.clone());
+            let predictions = keyed_by_id(ids, predicted.iter().map(|p| p.to_string()), lang)?;
             runner.phases.score += scoring.elapsed().as_secs_f64();
-            (metrics, None, plan, loaded.records.len())
+            (metrics, predictions, plan, loaded.records.len())
         }
         (Records::Copa(loaded), Features::Copa(features)) => {
             let (predicted, plan) = runner.choose(features)?;
             let scoring = Instant::now();
             let gold: Vec<usize> = loaded.records.iter().map(|e: &CopaExample| e.label).collect();
             let metrics = vec![(Metric::Accuracy, accuracy(&predicted, &gold))];
+            let ids = loaded.records.iter().map(|e| e.idx.to_string());
+            let predictions = keyed_by_id(ids, predicted.iter().map(|p| p.to_string()), lang)?;
             runner.phases.score += scoring.elapsed().as_secs_f64();
-            (metrics, None, plan, loaded.records.len())
+            (metrics, predictions, plan, loaded.records.len())
         }
         (Records::Qa(loaded), Features::Qa(features)) => {
             let (logits, plan) = runner.answer(features)?;
@@ -145,7 +151,7 @@ pub fn score_language(
                 .map(|&m| (m, if m == Metric::ExactMatch { scores.exact_match } else { scores.f1 }))
                 .collect();
             runner.phases.score += scoring.elapsed().as_secs_f64();
-            (metrics, Some(predictions), plan, loaded.records.len())
+            (metrics, predictions, plan, loaded.records.len())
         }
         _ => unreachable!("LanguageInputs::tokenize makes the features of its records' task"),
     };
@@ -163,6 +169,20 @@ pub fn score_language(
         phases: runner.phases,
     };
     Ok(LanguageScores { metrics, throughput, predictions })
+}
+
+/// Predictions by item id, in the data's order; two items with one id would make the file
+/// ambiguous, so that is an error naming the id.
+fn keyed_by_id(ids: impl Iterator<Item = String>, predictions: impl Iterator<Item = String>, lang: &str) -> Result<HashMap<String, String>> {
+    let mut keyed = HashMap::new();
+    for (id, prediction) in ids.zip(predictions) {
+        ensure!(
+            !keyed.contains_key(&id),
+            "{lang}: two items have the id `{id}`, so their predictions cannot be told apart in {lang}.json"
+        );
+        keyed.insert(id, prediction);
+    }
+    Ok(keyed)
 }
 
 struct PlanUsed {
