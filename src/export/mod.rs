@@ -172,6 +172,9 @@ fn human_bytes(bytes: u64) -> String {
 
 /// Resolves the command line: the run's files, the languages and their adapters.
 pub fn plan(args: &ExportArgs) -> Result<ExportPlan> {
+    if args.int8_cpu != Int8Cpu::Auto && args.dtype != Dtype::Int8 {
+        bail!("--int8-cpu chooses the weights of a --dtype int8 export; this export is {:?}", args.dtype);
+    }
     let (run_model, run_task) = match &args.run {
         Some(run) => {
             let (model, task) = read_run(&RunDir::new(run))?;
@@ -445,6 +448,9 @@ mod tests {
         let plan = plan(&args).unwrap();
         assert_eq!(plan.languages, vec![(None, None)]);
         assert_eq!(plan.dtype, Dtype::Fp16);
+        let args = parse(&["--model", "m", "--no-lang-adapter", "--int8-cpu", "vnni", "--out", "x"]).unwrap();
+        let err = super::plan(&args).unwrap_err();
+        assert!(format!("{err}").contains("--dtype int8"), "{err}");
 
         let root = tempfile::tempdir().unwrap();
         let err = read_run(&RunDir::new(root.path())).unwrap_err();
