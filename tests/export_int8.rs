@@ -91,33 +91,33 @@ fn int8_graph_has_integer_projections_only() {
         ("xlmr_task_only_cls_hf", 2, 2 * (6 + 2)),
         ("bert_base_cls_hf", 2, 2 * 6),
     ] {
-      for (int8_cpu, suffix, data_type, inputs) in [(Int8Cpu::Vnni, ".weight.T.int8", 3, 4), (Int8Cpu::Any, ".weight.T.uint8", 2, 6)] {
-        let case = Case::load(&common::repo().join("tests/fixtures/parity").join(name));
-        let root = tempfile::tempdir().unwrap();
-        let graph = load_model(&export_case(&case, root.path(), Dtype::Int8, int8_cpu)).graph.unwrap();
-        let ops = |op: &str| graph.node.iter().filter(|n| n.op_type() == op).count();
-        assert_eq!(ops("MatMulIntegerToFloat"), projections, "{name}");
-        // `any` gives each its weights' zero point (6th input; no activation zero point, 5th).
-        let integer = graph.node.iter().filter(|n| n.op_type() == "MatMulIntegerToFloat");
-        assert!(integer.clone().all(|n| n.input.len() == inputs), "{name} {int8_cpu:?}");
-        let weights = graph.initializer.iter().filter(|t| t.name().ends_with(suffix));
-        assert!(weights.clone().all(|t| t.data_type == Some(data_type)), "{name} {int8_cpu:?}: {suffix} type");
-        assert_eq!(weights.count(), projections, "{name} {int8_cpu:?}: one {suffix} weight per projection");
-        assert_eq!(ops("MatMulInteger"), 0, "{name}");
-        // One per-token quantisation per projection input: Q, K and V share theirs.
-        assert_eq!(ops("QuantizeLinear"), projections - 2 * layers, "{name}");
-        // A ReLU output (every one feeds a projection here) has no minimum or zero point to find.
-        assert_eq!(ops("ReduceMin"), ops("QuantizeLinear") - ops("Relu"), "{name}");
-        assert_eq!(ops("DynamicQuantizeLinear"), 0, "{name}");
-        assert_eq!(ops("MatMul"), 2 * layers + head_matmuls(&graph), "{name}");
-        for t in &graph.initializer {
-            let tensor = t.name();
-            if tensor.ends_with(".weight.T") {
-                let float_ok = tensor.starts_with("heads.") || tensor.starts_with("pooler.") || tensor.starts_with("qa_outputs.") || tensor.starts_with("classifier.");
-                assert!(float_ok, "{name}: `{tensor}` left in float");
+        for (int8_cpu, suffix, data_type, inputs) in [(Int8Cpu::Vnni, ".weight.T.int8", 3, 4), (Int8Cpu::Any, ".weight.T.uint8", 2, 6)] {
+            let case = Case::load(&common::repo().join("tests/fixtures/parity").join(name));
+            let root = tempfile::tempdir().unwrap();
+            let graph = load_model(&export_case(&case, root.path(), Dtype::Int8, int8_cpu)).graph.unwrap();
+            let ops = |op: &str| graph.node.iter().filter(|n| n.op_type() == op).count();
+            assert_eq!(ops("MatMulIntegerToFloat"), projections, "{name}");
+            // `any` gives each its weights' zero point (6th input; no activation zero point, 5th).
+            let integer = graph.node.iter().filter(|n| n.op_type() == "MatMulIntegerToFloat");
+            assert!(integer.clone().all(|n| n.input.len() == inputs), "{name} {int8_cpu:?}");
+            let weights = graph.initializer.iter().filter(|t| t.name().ends_with(suffix));
+            assert!(weights.clone().all(|t| t.data_type == Some(data_type)), "{name} {int8_cpu:?}: {suffix} type");
+            assert_eq!(weights.count(), projections, "{name} {int8_cpu:?}: one {suffix} weight per projection");
+            assert_eq!(ops("MatMulInteger"), 0, "{name}");
+            // One per-token quantisation per projection input: Q, K and V share theirs.
+            assert_eq!(ops("QuantizeLinear"), projections - 2 * layers, "{name}");
+            // A ReLU output (every one feeds a projection here) has no minimum or zero point to find.
+            assert_eq!(ops("ReduceMin"), ops("QuantizeLinear") - ops("Relu"), "{name}");
+            assert_eq!(ops("DynamicQuantizeLinear"), 0, "{name}");
+            assert_eq!(ops("MatMul"), 2 * layers + head_matmuls(&graph), "{name}");
+            for t in &graph.initializer {
+                let tensor = t.name();
+                if tensor.ends_with(".weight.T") {
+                    let float_ok = tensor.starts_with("heads.") || tensor.starts_with("pooler.") || tensor.starts_with("qa_outputs.") || tensor.starts_with("classifier.");
+                    assert!(float_ok, "{name}: `{tensor}` left in float");
+                }
             }
         }
-      }
     }
 }
 
