@@ -8,5 +8,5 @@ mod infer;
 mod language;
 pub mod suite;
 
-pub use command::{run, EvalArgs};
+pub use command::{run, EvalArgs, DEFAULT_BATCH_TOKENS};
 pub use suite::{Metric, Suite, Task};

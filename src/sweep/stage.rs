@@ -6,7 +6,7 @@ use anyhow::{bail, Result};
 
 use super::file::{Run, Sweep};
 use crate::device::Device;
-use crate::eval::EvalArgs;
+use crate::eval::{EvalArgs, DEFAULT_BATCH_TOKENS};
 use crate::export::{Dtype, ExportArgs, Int8Cpu};
 use crate::run_dir::RunDir;
 
@@ -104,7 +104,7 @@ fn score(sweep: &Sweep, run: &Run) -> Result<()> {
             method: run.method.clone(),
             seed: Some(run.config.seed),
             base_model: None,
-            batch_tokens: 4096,
+            batch_tokens: DEFAULT_BATCH_TOKENS,
             threads: sweep.eval.threads,
             share_weights: false,
             on_malformed: Default::default(),
