@@ -180,12 +180,16 @@ lang, lang8 = fastest("fp32"), fastest("int8")
 t, t8 = lang["throughput"], lang8["throughput"]
 ours, ours8 = t["examples_per_second"], t8["examples_per_second"]
 
-# Dense FLOPs of the real tokens: attention projections, FFN, both adapters, attention
-# scores and weighted sums; embeddings-level invertible adapter; the head is negligible.
+# Dense FLOPs the export computes on the real tokens: attention projections, FFN, both
+# adapters, attention scores and weighted sums; embeddings-level invertible adapter; the head
+# is negligible. The last layer computes only the first token's output (the head reads nothing
+# else): every token's keys and values, one token's query, attention, FFN and adapters.
 c = model.config
 h, ffn, layers = c.hidden_size, c.intermediate_size, c.num_hidden_layers
-per_token = 2 * (layers * (4 * h * h + 2 * h * ffn + 2 * h * (h // 2) + 2 * h * (h // 16)) + 2 * (h // 2) * (h // 4) * 2)
-flops = sum(per_token * n + layers * 4 * n * n * h for n in lengths)
+token_layer = 2 * (4 * h * h + 2 * h * ffn + 2 * h * (h // 2) + 2 * h * (h // 16))
+keys_values = 2 * 2 * h * h
+per_token = (layers - 1) * token_layer + keys_values + 2 * (h // 2) * (h // 4) * 2 * 2
+flops = sum(per_token * n + (layers - 1) * 4 * n * n * h + token_layer - keys_values + 4 * n * h for n in lengths)
 gflops, gops8 = (flops / x["inference_seconds"] / 1e9 for x in (t, t8))
 
 print(f"CPU: {cpu}, {threads} threads; cores kept busy by other processes: {busy} (before, after the evals)")

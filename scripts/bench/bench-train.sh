@@ -355,19 +355,22 @@ elif tk_bf16:
     mem = tk["standard-n-bf16"][1] / ref_rss["standard", "fp32"]
     results.append(("toolkit bf16 standard peak RSS <= reference fp32", mem <= 1.0, f"{mem:.2f}x"))
 
-# Achieved GFLOP/s: the step's matrix-product FLOPs over its seconds.
-flops = train_profile.step_flops(model, lang_adapter, run_adapter, batch, max_length)
+# Achieved GFLOP/s: the step's matrix-product FLOPs over its seconds, each side's own: the
+# toolkit's last layer computes only the first token's output (the head reads nothing else).
+ref_flops = train_profile.step_flops(model, lang_adapter, run_adapter, batch, max_length)
+tk_flops = train_profile.step_flops(model, lang_adapter, run_adapter, batch, max_length, first_token_only=True)
 print()
-print(f"FLOPs of matrix products: standard step {flops['standard']['total'] / 1e9:.1f} G "
-      f"(forward {flops['standard']['forward'] / 1e9:.1f}, backward {flops['standard']['backward'] / 1e9:.1f}; "
-      f"adapters {100 * flops['standard']['adapter_forward_share']:.1f}% of the forward), "
-      f"gu step {flops['gu']['total'] / 1e9:.1f} G, tr(F) batch counted as a standard step")
+for side, flops in (("reference", ref_flops), ("toolkit", tk_flops)):
+    print(f"FLOPs of matrix products, {side}: standard step {flops['standard']['total'] / 1e9:.1f} G "
+          f"(forward {flops['standard']['forward'] / 1e9:.1f}, backward {flops['standard']['backward'] / 1e9:.1f}; "
+          f"adapters {100 * flops['standard']['adapter_forward_share']:.1f}% of the forward), "
+          f"gu step {flops['gu']['total'] / 1e9:.1f} G, tr(F) batch counted as a standard step")
 print(f"{'achieved GFLOP/s':22} {'standard':>16} {'gu':>16} {'tr(F)':>16}   (% of the GEMM peak in that precision)")
 rows = [(f"reference {p}", ref["standard", p]["seconds_per_step"], ref["gu", p]["seconds_per_step"],
-         ref["fisher", p]["fisher_seconds"] / fb, p) for p in ref_precisions]
-rows += [(f"toolkit {p}", tk_step("standard", p), tk_step("gu", p), tk_fisher("batch", p) and tk_fisher("batch", p) / fb, p)
+         ref["fisher", p]["fisher_seconds"] / fb, p, ref_flops) for p in ref_precisions]
+rows += [(f"toolkit {p}", tk_step("standard", p), tk_step("gu", p), tk_fisher("batch", p) and tk_fisher("batch", p) / fb, p, tk_flops)
          for p in precisions]
-for label, s_std, s_gu, s_f, p in rows:
+for label, s_std, s_gu, s_f, p, flops in rows:
     cells = []
     for fl, sec in ((flops["standard"]["total"], s_std), (flops["gu"]["total"], s_gu), (flops["fisher_batch"]["total"], s_f)):
         g = fl / sec / 1e9 if sec else None

@@ -133,12 +133,15 @@ def _read_config(path):
         return json.load(f)
 
 
-def step_flops(model_dir, lang_adapter_dir, run_adapter_dir, batch, seq):
+def step_flops(model_dir, lang_adapter_dir, run_adapter_dir, batch, seq, first_token_only=False):
     """FLOPs of one training step's matrix products at this shape, for the standard and gu
     configurations and a tr(F) batch. Forward: every dense and attention product. Backward:
     the input gradient of every product above the lowest trainable weight (two for products
     of two activations: scores and attention-weighted values), the weight gradient of each
-    trainable weight. Elementwise work, softmax and LayerNorm are not counted."""
+    trainable weight. Elementwise work, softmax and LayerNorm are not counted. With
+    `first_token_only` (the toolkit, for a head that reads the first token), the last layer
+    computes every token's keys and values but only the first token's query, attention,
+    feed-forward block and adapters."""
     c = _read_config(os.path.join(model_dir, "config.json"))
     lang_path = os.path.join(lang_adapter_dir, "adapter_config.json")
     task_path = os.path.join(run_adapter_dir, "adapter_config.json")
@@ -171,18 +174,21 @@ def step_flops(model_dir, lang_adapter_dir, run_adapter_dir, batch, seq):
             sys.exit(f"train_profile: {path}: only output adapters (seq_bn) are counted")
         stack.append((cfg["name"], int(h // a["reduction_factor"]), set(a.get("leave_out") or [])))
     for layer in range(layers):
-        for name in ("query", "key", "value"):
+        # The tokens whose outputs the layer computes.
+        queries = batch if first_token_only and layer == layers - 1 else tokens
+        ops.append(("query", linear(queries, h, h), True, layer))
+        for name in ("key", "value"):
             ops.append((name, linear(tokens, h, h), True, layer))
-        # q k^T and probs v: batch x heads products of seq x head_dim by head_dim x seq, and back.
-        ops.append(("scores", 2 * tokens * seq * h, False, layer))
-        ops.append(("context", 2 * tokens * seq * h, False, layer))
-        ops.append(("attention.output", linear(tokens, h, h), True, layer))
-        ops.append(("intermediate", linear(tokens, h, f), True, layer))
-        ops.append(("output", linear(tokens, f, h), True, layer))
+        # q k^T and probs v: batch x heads products of queries x head_dim by head_dim x seq, and back.
+        ops.append(("scores", 2 * queries * seq * h, False, layer))
+        ops.append(("context", 2 * queries * seq * h, False, layer))
+        ops.append(("attention.output", linear(queries, h, h), True, layer))
+        ops.append(("intermediate", linear(queries, h, f), True, layer))
+        ops.append(("output", linear(queries, f, h), True, layer))
         for name, bottleneck, leave_out in stack:
             if layer not in leave_out:
-                ops.append((f"adapter.{name}.down", linear(tokens, h, bottleneck), True, layer))
-                ops.append((f"adapter.{name}.up", linear(tokens, bottleneck, h), True, layer))
+                ops.append((f"adapter.{name}.down", linear(queries, h, bottleneck), True, layer))
+                ops.append((f"adapter.{name}.up", linear(queries, bottleneck, h), True, layer))
     hc = head["config"]
     dims = [h] * hc["layers"] + [hc["num_labels"]]
     for i in range(hc["layers"]):

@@ -145,8 +145,12 @@ pub fn encoder_graph(
         hidden = b.invertible_adapter(&hidden, adapter)?;
     }
     let mask = b.additive_mask(&inputs.attention_mask);
+    // A head that reads only the first token needs only that token's output of the last
+    // layer (see `Encoder::forward`).
+    let last = model.config.num_hidden_layers.saturating_sub(1);
     for layer in 0..model.config.num_hidden_layers {
-        hidden = b.layer(&hidden, &mask, layer)?;
+        let first_token_only = layer == last && head.input != HeadInput::Tokens;
+        hidden = b.layer(&hidden, &mask, layer, first_token_only)?;
     }
     b.head(&hidden, head, &inputs)?;
     Ok(b.g.finish())
@@ -711,13 +715,22 @@ impl Builder<'_> {
         self.g.node("Mul", "attention_mask/Mul", &[&inv, &min]).out()
     }
 
-    fn layer(&mut self, x: &str, mask: &str, layer: usize) -> Result<String> {
+    /// With `first_token_only`, the layer's output is the first token's alone, `[rows, 1, hidden]`.
+    fn layer(&mut self, x: &str, mask: &str, layer: usize, first_token_only: bool) -> Result<String> {
         let cfg = &self.model.config;
         let (h, inter) = (cfg.hidden_size, cfg.intermediate_size);
         let p = format!("encoder.layer.{layer}");
-        let context = self.self_attention(x, mask, &format!("{p}.attention.self"))?;
+        let queries = if first_token_only {
+            // Gather with indices [0] (not Slice) gives shape inference a static 1, which ONNX
+            // Runtime's residual + LayerNorm fusions need.
+            let zero = self.g.const_i64(&format!("{p}/first_token_index"), &[1], &[0]);
+            self.g.node("Gather", &format!("{p}/first_token"), &[x, &zero]).attr(Attr::int("axis", 1)).out()
+        } else {
+            x.to_string()
+        };
+        let context = self.self_attention(&queries, x, mask, &format!("{p}.attention.self"))?;
         let dense = self.linear(&context, &format!("{p}.attention.output.dense"), h, h, true)?;
-        let sum = self.g.node("Add", &format!("{p}.attention.output/residual"), &[&dense, x]).out();
+        let sum = self.g.node("Add", &format!("{p}.attention.output/residual"), &[&dense, &queries]).out();
         let attn = self.layer_norm(&sum, &format!("{p}.attention.output.LayerNorm"))?;
 
         let up = self.linear(&attn, &format!("{p}.intermediate.dense"), h, inter, true)?;
@@ -729,18 +742,19 @@ impl Builder<'_> {
         self.adapters_and_output(&out, &attn, layer)
     }
 
-    fn self_attention(&mut self, x: &str, mask: &str, p: &str) -> Result<String> {
+    /// Attention of the `queries` tokens (`x` itself, or its first token) over all of `x`.
+    fn self_attention(&mut self, queries: &str, x: &str, mask: &str, p: &str) -> Result<String> {
         let cfg = &self.model.config;
         let (h, heads, d) = (cfg.hidden_size, cfg.num_attention_heads, cfg.head_dim());
         let split_shape = self.g.const_i64(&format!("{p}/heads_shape"), &[4], &[0, 0, heads as i64, d as i64]);
-        let project = |b: &mut Self, which: &str, perm: &[i64]| -> Result<String> {
-            let y = b.linear(x, &format!("{p}.{which}"), h, h, true)?;
+        let project = |b: &mut Self, input: &str, which: &str, perm: &[i64]| -> Result<String> {
+            let y = b.linear(input, &format!("{p}.{which}"), h, h, true)?;
             let y = b.g.node("Reshape", &format!("{p}.{which}/Reshape"), &[&y, &split_shape]).out();
             Ok(b.g.node("Transpose", &format!("{p}.{which}/Transpose"), &[&y]).attr(Attr::ints("perm", perm)).out())
         };
-        let q = project(self, "query", &[0, 2, 1, 3])?;
-        let k = project(self, "key", &[0, 2, 3, 1])?;
-        let v = project(self, "value", &[0, 2, 1, 3])?;
+        let q = project(self, queries, "query", &[0, 2, 1, 3])?;
+        let k = project(self, x, "key", &[0, 2, 3, 1])?;
+        let v = project(self, x, "value", &[0, 2, 1, 3])?;
 
         let scores = self.g.node("MatMul", &format!("{p}/scores"), &[&q, &k]).out();
         let scale = self.scalar(&format!("{p}/sqrt_head_size"), (d as f32).sqrt());

@@ -461,7 +461,7 @@ pub fn build_mlm_model(composed: ComposedModel, device: tch::Device, fresh: &[St
 pub fn mlm_loss(model: &MadxModel, head: &MlmHead, batch: &MlmBatch, train: bool) -> Tensor {
     let shape = [batch.rows as i64, batch.cols as i64];
     let t = |v: &[i64]| Tensor::from_slice(v).reshape(shape).to_device(model.device());
-    let hidden = model.encoder.forward(&t(&batch.input_ids), &t(&batch.attention_mask), None, train, None);
+    let hidden = model.encoder.forward(&t(&batch.input_ids), &t(&batch.attention_mask), None, train, None, false);
     let embeddings = model.encoder.embeddings.word_embeddings();
     head.loss(&hidden, &t(&batch.labels), embeddings, model.encoder.invertible.as_ref())
 }

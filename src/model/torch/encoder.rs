@@ -68,13 +68,15 @@ struct SelfAttention {
 }
 
 impl SelfAttention {
-    fn forward(&self, x: &Tensor, mask: Option<&Tensor>, train: bool) -> Tensor {
+    /// `queries` are the tokens whose outputs are wanted: `x` itself, or its first token.
+    fn forward(&self, queries: &Tensor, x: &Tensor, mask: Option<&Tensor>, train: bool) -> Tensor {
         let (b, s, _) = x.size3().expect("hidden states are [batch, seq, hidden]");
-        let split = |t: Tensor| t.view([b, s, self.heads, self.head_dim]).transpose(1, 2);
-        let q = split(linear(&self.query, x));
-        let k = split(linear(&self.key, x));
-        let v = split(linear(&self.value, x));
-        let merge = |t: Tensor| t.transpose(1, 2).contiguous().view([b, s, self.heads * self.head_dim]);
+        let sq = queries.size()[1];
+        let split = |t: Tensor, len: i64| t.view([b, len, self.heads, self.head_dim]).transpose(1, 2);
+        let q = split(linear(&self.query, queries), sq);
+        let k = split(linear(&self.key, x), s);
+        let v = split(linear(&self.value, x), s);
+        let merge = |t: Tensor| t.transpose(1, 2).contiguous().view([b, sq, self.heads * self.head_dim]);
         if !train || self.dropout <= 0.0 {
             // Without dropout on the probabilities, libtorch's fused attention (one pass over
             // blocks of keys, forward and backward) does the same computation in less time.
@@ -146,12 +148,22 @@ impl Layer {
     }
 
     /// `tap` names the adapter whose activations to record into the given slot.
-    /// `mask` is the additive attention mask, `None` where every token is attended.
-    pub fn forward(&self, x: &Tensor, mask: Option<&Tensor>, train: bool, mut tap: Option<(&str, &mut Option<Tap>)>) -> Tensor {
-        let context = self.attention.forward(x, mask, train);
+    /// `mask` is the additive attention mask, `None` where every token is attended. With
+    /// `first_token_only`, only the first token's output is computed ([batch, 1, hidden]):
+    /// every token still serves as a key and value.
+    pub fn forward(
+        &self,
+        x: &Tensor,
+        mask: Option<&Tensor>,
+        train: bool,
+        mut tap: Option<(&str, &mut Option<Tap>)>,
+        first_token_only: bool,
+    ) -> Tensor {
+        let queries = if first_token_only { x.narrow(1, 0, 1) } else { x.shallow_clone() };
+        let context = self.attention.forward(&queries, x, mask, train);
         let attn = self
             .attention_ln
-            .forward(&(dropout(&linear(&self.attention_dense, &context), self.dropout, train) + x));
+            .forward(&(dropout(&linear(&self.attention_dense, &context), self.dropout, train) + &queries));
         let inter = linear(&self.intermediate, &attn);
         let inter = match self.act {
             HiddenAct::Gelu => inter.gelu("none"),
@@ -187,7 +199,10 @@ pub struct Encoder {
 impl Encoder {
     /// `ids` and `mask` are [batch, seq]; returns the last hidden states [batch, seq, hidden].
     /// With `taps`, records the activations of the adapter named `taps.0` in every layer
-    /// (`None` where the layer has none).
+    /// (`None` where the layer has none). With `first_token_only` (for a head that reads
+    /// nothing else) the last layer computes only the first token's output, [batch, 1,
+    /// hidden]: the others' would be thrown away. Only the last layer's keys and values need
+    /// every token, so this saves 10/12 of its multiply-adds (7% of a 12-layer encoder).
     pub fn forward(
         &self,
         ids: &Tensor,
@@ -195,6 +210,7 @@ impl Encoder {
         token_types: Option<&Tensor>,
         train: bool,
         mut taps: Option<(&str, &mut Vec<Option<Tap>>)>,
+        first_token_only: bool,
     ) -> Tensor {
         let mut x = self.embeddings.forward(ids, token_types, train).to_kind(self.compute);
         if let Some(inv) = &self.invertible {
@@ -213,9 +229,10 @@ impl Encoder {
             slots.clear();
             slots.resize_with(self.layers.len(), || None);
         }
+        let last = self.layers.len().saturating_sub(1);
         for (i, layer) in self.layers.iter().enumerate() {
             let tap = taps.as_mut().map(|(name, slots)| (*name, &mut slots[i]));
-            x = layer.forward(&x, additive.as_ref(), train, tap);
+            x = layer.forward(&x, additive.as_ref(), train, tap, first_token_only && i == last);
         }
         x
     }

@@ -14,7 +14,7 @@ use tch::nn;
 use tch::{Device, Tensor};
 
 use crate::model::composed::{AdapterSpec, ComposedModel};
-use crate::model::head::HeadType;
+use crate::model::head::{HeadInput, HeadType};
 use crate::model::weights::Weights;
 pub use adapter::Tap;
 pub use encoder::Encoder;
@@ -188,7 +188,8 @@ impl MadxModel {
             (None, Some(_)) => bail!("the model has no task adapter to record"),
             _ => None,
         };
-        let hidden = self.encoder.forward(&ids, &mask, types.as_ref(), train, taps);
+        let first_token_only = head.spec.input != HeadInput::Tokens;
+        let hidden = self.encoder.forward(&ids, &mask, types.as_ref(), train, taps, first_token_only);
         let pooled = self.pooler.as_ref().map(|p| linear(p, &hidden.select(1, 0)).tanh());
         // Losses, softmax and tr(F) read float32 logits whatever the compute type.
         let out = head.forward(&hidden, pooled.as_ref(), train).to_kind(tch::Kind::Float);
@@ -207,7 +208,7 @@ impl MadxModel {
         let shape = inputs.input_ids.size();
         let flat = |t: &Tensor| t.reshape([-1, *shape.last().expect("non-empty shape")]);
         let types = inputs.token_type_ids.as_ref().map(flat);
-        self.encoder.forward(&flat(&inputs.input_ids), &flat(&inputs.attention_mask), types.as_ref(), false, None)
+        self.encoder.forward(&flat(&inputs.input_ids), &flat(&inputs.attention_mask), types.as_ref(), false, None, false)
     }
 
     /// Variables of the task adapter in `layer`.
