@@ -13,6 +13,8 @@ use std::path::{Path, PathBuf};
 use common::{max_abs_diff, parity_cases, Case};
 use toolkit::export::{export, Dtype, ExportPlan, Int8Cpu};
 use toolkit::runtime::{self, Device, SessionConfig, SharedWeights};
+use toolkit_onnx::onnx::tensor_shape_proto::dimension::Value as DimValue;
+use toolkit_onnx::onnx::type_proto::Value;
 use toolkit_onnx::onnx::ModelProto;
 use toolkit_onnx::prost::Message;
 
@@ -110,6 +112,17 @@ fn int8_graph_has_integer_projections_only() {
                 graph.node.iter().filter(|n| n.name().starts_with("encoder.") && n.name().ends_with("/first_token")).count();
             assert_eq!(first_token_only, usize::from(!name.contains("_qa_")), "{name}");
             assert_eq!(ops("QuantizeLinear"), projections - 2 * layers + first_token_only, "{name}");
+            // The shapes declared for the integer products: ONNX Runtime plans its buffers by
+            // them, so a first-token product declared with the `sequence` axis would be wrong.
+            let last = format!("encoder.layer.{}.", layers - 1);
+            for info in graph.value_info.iter().filter(|v| v.name().ends_with("MatMulIntegerToFloat/out")) {
+                let tensor = info.name();
+                let single = first_token_only == 1 && tensor.starts_with(&last) && !tensor.contains(".key/") && !tensor.contains(".value/");
+                let Some(Value::TensorType(t)) = info.r#type.as_ref().and_then(|t| t.value.as_ref()) else { panic!("{tensor}: no tensor type") };
+                let axis = &t.shape.as_ref().unwrap().dim[1].value;
+                let expected = if single { DimValue::DimValue(1) } else { DimValue::DimParam("sequence".into()) };
+                assert_eq!(axis.as_ref(), Some(&expected), "{name}: {tensor}");
+            }
             // A ReLU output (every one feeds a projection here) has no minimum or zero point to find.
             assert_eq!(ops("ReduceMin"), ops("QuantizeLinear") - ops("Relu"), "{name}");
             assert_eq!(ops("DynamicQuantizeLinear"), 0, "{name}");

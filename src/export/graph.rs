@@ -131,6 +131,7 @@ pub fn encoder_graph(
         rows_quantized: HashMap::new(),
         nonnegative: HashSet::new(),
         rows: "batch",
+        sequence: Dim::named("sequence"),
         int8_prefixes: match (&model.lang, int8_lang_adapter) {
             (Some(lang), true) => lang_adapter_prefixes(model, lang),
             _ => Vec::new(),
@@ -187,6 +188,9 @@ struct Builder<'a> {
     nonnegative: HashSet<String>,
     /// The symbolic first dimension of the encoder's activations.
     rows: &'static str,
+    /// The sequence axis of the activations `linear` projects: `sequence`, or 1 in a layer
+    /// that computes only the first token's output (but for its keys and values).
+    sequence: Dim,
     /// Linear weights under these prefixes are stored as int8.
     int8_prefixes: Vec<String>,
 }
@@ -470,7 +474,7 @@ impl Builder<'_> {
         // Its shape, which ONNX Runtime cannot infer through the Reshape back from the
         // flattened tokens, lets its optimizer fuse the residual Adds into SkipLayerNormalization
         // where that fusion is on (CUDA).
-        let dims = [Dim::named(self.rows), Dim::named("sequence"), Dim::Fixed(out_dim as i64)];
+        let dims = [Dim::named(self.rows), self.sequence.clone(), Dim::Fixed(out_dim as i64)];
         self.g.value_info(&y, ElemType::F32, &dims);
         let mut y = self.g.node("Mul", &format!("{prefix}/Mul_token_scale"), &[&y, &xq.scale]).out();
         if let Some(scaled_zero_point) = &xq.scaled_zero_point {
@@ -720,6 +724,7 @@ impl Builder<'_> {
         let cfg = &self.model.config;
         let (h, inter) = (cfg.hidden_size, cfg.intermediate_size);
         let p = format!("encoder.layer.{layer}");
+        self.sequence = if first_token_only { Dim::Fixed(1) } else { Dim::named("sequence") };
         let queries = if first_token_only {
             // Gather with indices [0] (not Slice) gives shape inference a static 1, which ONNX
             // Runtime's residual + LayerNorm fusions need.
@@ -753,8 +758,11 @@ impl Builder<'_> {
             Ok(b.g.node("Transpose", &format!("{p}.{which}/Transpose"), &[&y]).attr(Attr::ints("perm", perm)).out())
         };
         let q = project(self, queries, "query", &[0, 2, 1, 3])?;
+        // Keys and values are every token's, whatever the queries.
+        let query_sequence = std::mem::replace(&mut self.sequence, Dim::named("sequence"));
         let k = project(self, x, "key", &[0, 2, 3, 1])?;
         let v = project(self, x, "value", &[0, 2, 1, 3])?;
+        self.sequence = query_sequence;
 
         let scores = self.g.node("MatMul", &format!("{p}/scores"), &[&q, &k]).out();
         let scale = self.scalar(&format!("{p}/sqrt_head_size"), (d as f32).sqrt());
