@@ -159,9 +159,10 @@ fn loss_falls_on_a_learnable_task() {
 fn resumed_run_equals_uninterrupted_run() {
     let _guard = common::exclusive();
     let s = Setup::new();
-    let extra = "schedule = \"fun\"\nunfreeze_every = 2\nfisher_every = 2\nfisher_batches = 2\nmax_steps = 6\nsave_every = 2\n";
+    let extra = "schedule = \"fun\"\nunfreeze_every = 3\nfisher_every = 2\nfisher_batches = 2\nmax_steps = 6\nsave_every = 3\n";
     Trainer::new(s.config("full", extra), true).unwrap().run().unwrap();
-    // Killed after step 5, with the last checkpoint at step 4.
+    // Killed after step 5, with the last checkpoint at step 3: the resumed run starts with
+    // FUN's measurement for step 3, while layer 0 is still frozen.
     let cut = s.config("cut", extra);
     Trainer::new(cut.clone(), true).unwrap().run_until(Some(5)).unwrap();
     Trainer::new(cut, true).unwrap().run().unwrap();

@@ -61,12 +61,16 @@ pub fn fisher_traces<'a>(
     let layers = model.num_layers;
     let mut sums = vec![0f64; layers];
     let mut count = 0usize;
-    // The task adapters must be in the autograd graph even while frozen for training; only
-    // the requires-grad flags change, and they are put back.
-    let vars: Vec<Tensor> = (0..layers).flat_map(|l| model.task_adapter_vars(l)).map(|(_, t)| t).collect();
-    let flags: Vec<bool> = vars.iter().map(Tensor::requires_grad).collect();
-    for v in &vars {
-        let _ = v.set_requires_grad(true);
+    // The task adapters must be in the autograd graph even while frozen for training. Every
+    // other variable is set not to require a gradient: the flags decide which backward
+    // computations run, and with them the order of some float sums (traces moved in the 6th
+    // digit), and a run resumed at a FUN step must measure exactly what the uninterrupted run
+    // measured. The flags are put back.
+    let task: std::collections::HashSet<String> = (0..layers).flat_map(|l| model.task_adapter_vars(l)).map(|(n, _)| n).collect();
+    let vars: Vec<(String, Tensor)> = model.vs.variables().into_iter().collect();
+    let flags: Vec<bool> = vars.iter().map(|(_, v)| v.requires_grad()).collect();
+    for (name, v) in &vars {
+        let _ = v.set_requires_grad(task.contains(name));
     }
     let result = (|| -> Result<()> {
         for (i, batch) in batches.into_iter().enumerate() {
@@ -79,7 +83,7 @@ pub fn fisher_traces<'a>(
         }
         Ok(())
     })();
-    for (v, f) in vars.iter().zip(flags) {
+    for ((_, v), f) in vars.iter().zip(flags) {
         let _ = v.set_requires_grad(f);
     }
     result?;
