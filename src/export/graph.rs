@@ -150,7 +150,7 @@ pub fn encoder_graph(
     // layer (see `Encoder::forward`).
     let last = model.config.num_hidden_layers.saturating_sub(1);
     for layer in 0..model.config.num_hidden_layers {
-        let first_token_only = layer == last && head.input != HeadInput::Tokens;
+        let first_token_only = layer == last && head.input.first_token_only();
         hidden = b.layer(&hidden, &mask, layer, first_token_only)?;
     }
     b.head(&hidden, head, &inputs)?;

@@ -64,6 +64,14 @@ pub enum HeadInput {
     Tokens,
 }
 
+impl HeadInput {
+    /// Whether the head reads only the first token of the last layer, so that layer need not
+    /// compute the other tokens' outputs.
+    pub fn first_token_only(self) -> bool {
+        self != HeadInput::Tokens
+    }
+}
+
 /// A head as a plain stack: input, then linear layers with `activation` between them and
 /// dropout before each.
 #[derive(Debug, Clone, PartialEq)]

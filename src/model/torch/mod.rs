@@ -14,7 +14,7 @@ use tch::nn;
 use tch::{Device, Tensor};
 
 use crate::model::composed::{AdapterSpec, ComposedModel};
-use crate::model::head::{HeadInput, HeadType};
+use crate::model::head::HeadType;
 use crate::model::weights::Weights;
 pub use adapter::Tap;
 pub use encoder::Encoder;
@@ -188,7 +188,7 @@ impl MadxModel {
             (None, Some(_)) => bail!("the model has no task adapter to record"),
             _ => None,
         };
-        let first_token_only = head.spec.input != HeadInput::Tokens;
+        let first_token_only = head.spec.input.first_token_only();
         let hidden = self.encoder.forward(&ids, &mask, types.as_ref(), train, taps, first_token_only);
         let pooled = self.pooler.as_ref().map(|p| linear(p, &hidden.select(1, 0)).tanh());
         // Losses, softmax and tr(F) read float32 logits whatever the compute type.
