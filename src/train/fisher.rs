@@ -66,12 +66,8 @@ pub fn fisher_traces<'a>(
     // computations run, and with them the order of some float sums (traces moved in the 6th
     // digit), and a run resumed at a FUN step must measure exactly what the uninterrupted run
     // measured. The flags are put back.
-    let task: std::collections::HashSet<String> = (0..layers).flat_map(|l| model.task_adapter_vars(l)).map(|(n, _)| n).collect();
-    let vars: Vec<(String, Tensor)> = model.vs.variables().into_iter().collect();
-    let flags: Vec<bool> = vars.iter().map(|(_, v)| v.requires_grad()).collect();
-    for (name, v) in &vars {
-        let _ = v.set_requires_grad(task.contains(name));
-    }
+    let task: Vec<(String, Tensor)> = (0..layers).flat_map(|l| model.task_adapter_vars(l)).collect();
+    let flags = model.require_grad_only(&task);
     let result = (|| -> Result<()> {
         for (i, batch) in batches.into_iter().enumerate() {
             let batch_seed = crate::seed::derive_seed(seed, 0, i as u64);
@@ -83,9 +79,7 @@ pub fn fisher_traces<'a>(
         }
         Ok(())
     })();
-    for ((_, v), f) in vars.iter().zip(flags) {
-        let _ = v.set_requires_grad(f);
-    }
+    MadxModel::restore_requires_grad(flags);
     result?;
     Ok(sums.into_iter().map(|s| s / count.max(1) as f64).collect())
 }

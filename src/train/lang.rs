@@ -409,12 +409,7 @@ impl LangTrainer {
 
     /// requires-grad on exactly the language adapter (and a new head); the base is frozen.
     fn set_trainable(&self) {
-        for (_, v) in self.model.vs.variables() {
-            let _ = v.set_requires_grad(false);
-        }
-        for (_, v) in self.trainable_params() {
-            let _ = v.set_requires_grad(true);
-        }
+        self.model.require_grad_only(&self.trainable_params());
     }
 
     /// The language adapter's variables, and the head's when it is trained.

@@ -302,12 +302,7 @@ impl Trainer {
     /// requires-grad on exactly the head and the trainable task adapters; everything else
     /// (base, language adapter, frozen task adapters) computes no gradient.
     fn set_trainable(&self) {
-        for (_, v) in self.model.vs.variables() {
-            let _ = v.set_requires_grad(false);
-        }
-        for (_, v) in self.trainable_params() {
-            let _ = v.set_requires_grad(true);
-        }
+        self.model.require_grad_only(&self.trainable_params());
     }
 
     fn trainable_params(&self) -> Vec<(String, tch::Tensor)> {

@@ -225,6 +225,34 @@ impl MadxModel {
         self.vs.variables().into_iter().filter(|(n, _)| prefixes.iter().any(|p| n.starts_with(p))).collect()
     }
 
+    /// Requires-grad on exactly `params` and off on every other variable, so that backward
+    /// computes only what they need. Returns each variable's flag before, for
+    /// `restore_requires_grad`.
+    pub fn require_grad_only(&self, params: &[(String, Tensor)]) -> Vec<(Tensor, bool)> {
+        let before: Vec<(Tensor, bool)> = self
+            .vs
+            .variables()
+            .into_values()
+            .map(|v| {
+                let flag = v.requires_grad();
+                (v, flag)
+            })
+            .collect();
+        for (v, _) in &before {
+            let _ = v.set_requires_grad(false);
+        }
+        for (_, v) in params {
+            let _ = v.set_requires_grad(true);
+        }
+        before
+    }
+
+    pub fn restore_requires_grad(flags: Vec<(Tensor, bool)>) {
+        for (v, f) in flags {
+            let _ = v.set_requires_grad(f);
+        }
+    }
+
     /// Variables of the head.
     pub fn head_vars(&self) -> Vec<(String, Tensor)> {
         let Some(head) = &self.head else { return Vec::new() };
