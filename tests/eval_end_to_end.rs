@@ -16,7 +16,7 @@ use serde_json::json;
 use toolkit::data::OnMalformed;
 use toolkit::device::Device;
 use toolkit::eval::{run, EvalArgs};
-use toolkit::export::{export, Dtype, ExportPlan, Int8Cpu};
+use toolkit::export::{export, Dtype, ExportPlan, Int8Activations, Int8Cpu};
 use toolkit::report::results::{read_csv, ResultRow};
 use toolkit::runtime::{self, SessionConfig, SharedWeights};
 
@@ -107,6 +107,7 @@ fn export_fixture_with(root: &Path, case: &str, languages: Vec<(&str, PathBuf)>)
         dtype: Dtype::Fp32,
         int8_lang_adapters: false,
         int8_cpu: Int8Cpu::Auto,
+        int8_activations: Int8Activations::Token,
         max_seq_len: None,
         tokenizer_dir: tokenizer,
         out: out.clone(),

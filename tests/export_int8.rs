@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use common::{max_abs_diff, parity_cases, Case};
-use toolkit::export::{export, Dtype, ExportPlan, Int8Cpu};
+use toolkit::export::{export, Dtype, ExportManifest, ExportPlan, Int8Activations, Int8Cpu};
 use toolkit::runtime::{self, Device, SessionConfig, SharedWeights};
 use toolkit_onnx::onnx::tensor_shape_proto::dimension::Value as DimValue;
 use toolkit_onnx::onnx::type_proto::Value;
@@ -19,7 +19,7 @@ use toolkit_onnx::onnx::ModelProto;
 use toolkit_onnx::prost::Message;
 
 /// Exports `case` (its language adapter as language `xx`, if it has one) into `root/export`.
-fn export_case(case: &Case, root: &Path, dtype: Dtype, int8_cpu: Int8Cpu) -> PathBuf {
+fn export_case(case: &Case, root: &Path, dtype: Dtype, int8_cpu: Int8Cpu, int8_activations: Int8Activations) -> PathBuf {
     let files = case.files();
     let tokenizer = root.join("tokenizer");
     std::fs::create_dir_all(&tokenizer).unwrap();
@@ -35,6 +35,7 @@ fn export_case(case: &Case, root: &Path, dtype: Dtype, int8_cpu: Int8Cpu) -> Pat
         dtype,
         int8_lang_adapters: false,
         int8_cpu,
+        int8_activations,
         max_seq_len: None,
         tokenizer_dir: tokenizer,
         out: root.join("export"),
@@ -68,8 +69,8 @@ fn int8_exports_stay_close_to_fp32_exports() {
     for dir in parity_cases() {
         let case = Case::load(&dir);
         let (fp32_root, int8_root) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-        let fp32 = common::run_onnx(&export_case(&case, fp32_root.path(), Dtype::Fp32, Int8Cpu::Auto), &case);
-        let int8_model = export_case(&case, int8_root.path(), Dtype::Int8, Int8Cpu::Auto);
+        let fp32 = common::run_onnx(&export_case(&case, fp32_root.path(), Dtype::Fp32, Int8Cpu::Auto, Int8Activations::Token), &case);
+        let int8_model = export_case(&case, int8_root.path(), Dtype::Int8, Int8Cpu::Auto, Int8Activations::Token);
         let int8 = common::run_onnx(&int8_model, &case);
         for (name, (exact, _)) in &fp32 {
             let diff = max_abs_diff(&int8[name].0, exact);
@@ -96,7 +97,7 @@ fn int8_graph_has_integer_projections_only() {
         for (int8_cpu, suffix, data_type, inputs) in [(Int8Cpu::Vnni, ".weight.T.int8", 3, 4), (Int8Cpu::Any, ".weight.T.uint8", 2, 6)] {
             let case = Case::load(&common::repo().join("tests/fixtures/parity").join(name));
             let root = tempfile::tempdir().unwrap();
-            let graph = load_model(&export_case(&case, root.path(), Dtype::Int8, int8_cpu)).graph.unwrap();
+            let graph = load_model(&export_case(&case, root.path(), Dtype::Int8, int8_cpu, Int8Activations::Token)).graph.unwrap();
             let ops = |op: &str| graph.node.iter().filter(|n| n.op_type() == op).count();
             assert_eq!(ops("MatMulIntegerToFloat"), projections, "{name}");
             // `any` gives each its weights' zero point (6th input; no activation zero point, 5th).
@@ -159,39 +160,42 @@ fn int8_exports_match_a_numpy_reference_of_the_same_rules() {
     };
     let _cores = common::exclusive();
     let cases = parity_cases();
-    let out = std::process::Command::new(python)
-        .arg(common::repo().join("scripts/checks/int8_reference.py"))
-        .args(&cases)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "int8_reference.py failed:\n{}", String::from_utf8_lossy(&out.stderr));
-    #[derive(serde::Deserialize)]
-    struct Reference {
-        outputs: BTreeMap<String, Vec<f64>>,
-        near_ties: usize,
-    }
-    let reference: BTreeMap<String, Reference> = serde_json::from_slice(&out.stdout).unwrap();
-    let (mut report, mut tight) = (Vec::new(), 0);
-    for dir in &cases {
-        let case = Case::load(dir);
-        let root = tempfile::tempdir().unwrap();
-        let model = export_case(&case, root.path(), Dtype::Int8, Int8Cpu::Auto);
-        let ours = common::run_onnx(&model, &case);
-        let expected = &reference[&case.name()];
-        tight += usize::from(expected.near_ties == 0);
-        for (name, values) in &expected.outputs {
-            let diff = max_abs_diff(&ours[name].0, values);
-            let largest = values.iter().fold(0f64, |m, v| m.max(v.abs()));
-            let bound = if expected.near_ties == 0 { 1e-5 * largest } else { int8_bound(&model, largest) };
-            let mark = if diff < bound { "" } else { "  OVER" };
-            let ties = expected.near_ties;
-            report.push(format!("{:<24} {name:<13} {diff:.2e} (bound {bound:.2e}, {ties} near ties){mark}", case.name()));
+    for (activations, flag) in [(Int8Activations::Token, "token"), (Int8Activations::Tensor, "tensor")] {
+        let out = std::process::Command::new(&python)
+            .arg(common::repo().join("scripts/checks/int8_reference.py"))
+            .args(["--activations", flag])
+            .args(&cases)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "int8_reference.py --activations {flag} failed:\n{}", String::from_utf8_lossy(&out.stderr));
+        #[derive(serde::Deserialize)]
+        struct Reference {
+            outputs: BTreeMap<String, Vec<f64>>,
+            near_ties: usize,
         }
+        let reference: BTreeMap<String, Reference> = serde_json::from_slice(&out.stdout).unwrap();
+        let (mut report, mut tight) = (Vec::new(), 0);
+        for dir in &cases {
+            let case = Case::load(dir);
+            let root = tempfile::tempdir().unwrap();
+            let model = export_case(&case, root.path(), Dtype::Int8, Int8Cpu::Auto, activations);
+            let ours = common::run_onnx(&model, &case);
+            let expected = &reference[&case.name()];
+            tight += usize::from(expected.near_ties == 0);
+            for (name, values) in &expected.outputs {
+                let diff = max_abs_diff(&ours[name].0, values);
+                let largest = values.iter().fold(0f64, |m, v| m.max(v.abs()));
+                let bound = if expected.near_ties == 0 { 1e-5 * largest } else { int8_bound(&model, largest) };
+                let mark = if diff < bound { "" } else { "  OVER" };
+                let ties = expected.near_ties;
+                report.push(format!("{:<24} {name:<13} {diff:.2e} (bound {bound:.2e}, {ties} near ties){mark}", case.name()));
+            }
+        }
+        let report = report.join("\n");
+        eprintln!("int8 export ({flag} activations) vs numpy int8 reference, max abs diff per case:\n{report}");
+        assert!(!report.contains("OVER"), "{flag}: over the bound:\n{report}");
+        assert!(tight * 2 > cases.len(), "{flag}: only {tight} of {} cases without near ties:\n{report}", cases.len());
     }
-    let report = report.join("\n");
-    eprintln!("int8 export vs numpy int8 reference, max abs diff per case:\n{report}");
-    assert!(!report.contains("OVER"), "over the bound:\n{report}");
-    assert!(tight * 2 > cases.len(), "only {tight} of {} cases without near ties:\n{report}", cases.len());
 }
 
 /// ONNX Runtime's CPU optimizer keeps every integer projection an integer GEMM (its u8 x s8
@@ -200,30 +204,66 @@ fn int8_exports_match_a_numpy_reference_of_the_same_rules() {
 #[test]
 fn onnx_runtime_keeps_each_projection_integer() {
     let case = Case::load(&common::repo().join("tests/fixtures/parity/bert_stack_cls_hf"));
-    let root = tempfile::tempdir().unwrap();
-    let model = export_case(&case, root.path(), Dtype::Int8, Int8Cpu::Auto);
-    let exported = load_model(&model).graph.unwrap();
-    let exported_ops = |op: &str| exported.node.iter().filter(|n| n.op_type() == op).count();
-    let optimized = root.path().join("optimized.onnx");
-    let config = SessionConfig {
-        device: Device::Cpu,
-        intra_threads: Some(1),
-        optimized_model: Some(optimized.clone()),
-        ..SessionConfig::default()
-    };
-    runtime::session_with(&model, &config).unwrap();
-    let mut ops: BTreeMap<String, usize> = BTreeMap::new();
-    for node in &load_model(&optimized).graph.unwrap().node {
-        *ops.entry(node.op_type().to_string()).or_default() += 1;
+    for activations in [Int8Activations::Token, Int8Activations::Tensor] {
+        let root = tempfile::tempdir().unwrap();
+        let model = export_case(&case, root.path(), Dtype::Int8, Int8Cpu::Auto, activations);
+        let exported = load_model(&model).graph.unwrap();
+        let exported_ops = |op: &str| exported.node.iter().filter(|n| n.op_type() == op).count();
+        let optimized = root.path().join("optimized.onnx");
+        let config = SessionConfig {
+            device: Device::Cpu,
+            intra_threads: Some(1),
+            optimized_model: Some(optimized.clone()),
+            ..SessionConfig::default()
+        };
+        runtime::session_with(&model, &config).unwrap();
+        let mut ops: BTreeMap<String, usize> = BTreeMap::new();
+        for node in &load_model(&optimized).graph.unwrap().node {
+            *ops.entry(node.op_type().to_string()).or_default() += 1;
+        }
+        eprintln!("optimized int8 graph ops ({activations:?} activations): {ops:?}");
+        let count = |op: &str| ops.get(op).copied().unwrap_or(0);
+        let integer = count("MatMulInteger") + count("MatMulIntegerToFloat") + count("DynamicQuantizeMatMul");
+        assert_eq!(integer, exported_ops("MatMulIntegerToFloat"), "{ops:?}");
+        assert_eq!(count("QuantizeLinear"), exported_ops("QuantizeLinear"), "{ops:?}");
+        if activations == Int8Activations::Tensor {
+            // Each quantisation with one consumer fused into it: only Q, K and V's shared ones
+            // are left.
+            let layers = 2;
+            assert_eq!(count("DynamicQuantizeLinear"), layers, "{ops:?}");
+        }
+        assert_eq!(count("DequantizeLinear"), 0, "{ops:?}");
+        assert_eq!(count("LayerNormalization"), 9, "{ops:?}");
+        assert_eq!(count("SkipLayerNormalization"), 0, "{ops:?}");
     }
-    eprintln!("optimized int8 graph ops: {ops:?}");
-    let count = |op: &str| ops.get(op).copied().unwrap_or(0);
-    let integer = count("MatMulInteger") + count("MatMulIntegerToFloat") + count("DynamicQuantizeMatMul");
-    assert_eq!(integer, exported_ops("MatMulIntegerToFloat"), "{ops:?}");
-    assert_eq!(count("QuantizeLinear"), exported_ops("QuantizeLinear"), "{ops:?}");
-    assert_eq!(count("DequantizeLinear"), 0, "{ops:?}");
-    assert_eq!(count("LayerNormalization"), 9, "{ops:?}");
-    assert_eq!(count("SkipLayerNormalization"), 0, "{ops:?}");
+}
+
+/// `--int8-activations tensor`: one DynamicQuantizeLinear per projection input (Q, K and V
+/// share theirs) and nothing around the integer products: each MatMulIntegerToFloat takes the
+/// activation scale and zero point and adds its bias.
+#[test]
+fn int8_tensor_activations_leave_nothing_around_the_products() {
+    let case = Case::load(&common::repo().join("tests/fixtures/parity/bert_stack_qa_hf"));
+    let (layers, projections) = (2, 2 * (6 + 2 * 2) + 4);
+    for int8_cpu in [Int8Cpu::Vnni, Int8Cpu::Any] {
+        let root = tempfile::tempdir().unwrap();
+        let export = export_case(&case, root.path(), Dtype::Int8, int8_cpu, Int8Activations::Tensor);
+        let graph = load_model(&export).graph.unwrap();
+        let ops = |op: &str| graph.node.iter().filter(|n| n.op_type() == op).count();
+        assert_eq!(ops("MatMulIntegerToFloat"), projections);
+        assert_eq!(ops("DynamicQuantizeLinear"), projections - 2 * layers);
+        for op in ["QuantizeLinear", "ReduceMin", "ReduceMax", "Round"] {
+            assert_eq!(ops(op), 0, "{int8_cpu:?}: {op}");
+        }
+        for node in graph.node.iter().filter(|n| n.op_type() == "MatMulIntegerToFloat") {
+            assert_eq!(node.input.len(), 7, "{int8_cpu:?} {}: {:?}", node.name(), node.input);
+            assert!(!node.input[4].is_empty(), "{}: no activation zero point", node.name());
+            assert_eq!(node.input[5].is_empty(), int8_cpu == Int8Cpu::Vnni, "{}: weight zero point", node.name());
+            assert!(node.input[6].ends_with(".bias"), "{}: bias {}", node.name(), node.input[6]);
+        }
+        let manifest = ExportManifest::load(export.parent().unwrap()).unwrap();
+        assert_eq!(manifest.int8_activations, Some(Int8Activations::Tensor));
+    }
 }
 
 #[test]
@@ -236,7 +276,9 @@ fn int8_exports_pass_the_onnx_full_checker() {
     let mut models = Vec::new();
     for name in ["bert_stack_cls_hf", "bert_stack_mc_flex", "xlmr_stack_qa_hf", "xlmr_task_only_cls_hf"] {
         let case = Case::load(&common::repo().join("tests/fixtures/parity").join(name));
-        models.push(export_case(&case, &root.path().join(name), Dtype::Int8, Int8Cpu::Auto).parent().unwrap().to_path_buf());
+        models.push(export_case(&case, &root.path().join(name), Dtype::Int8, Int8Cpu::Auto, Int8Activations::Token).parent().unwrap().to_path_buf());
+        let tensor = root.path().join(format!("{name}-tensor"));
+        models.push(export_case(&case, &tensor, Dtype::Int8, Int8Cpu::Auto, Int8Activations::Tensor).parent().unwrap().to_path_buf());
     }
     // Without --fusions: the offline transformer optimizer's Attention fusion expects float
     // projections, and the session optimizer's fusions are checked above.
@@ -284,8 +326,15 @@ fn int8_export_runs_in_the_evaluator() {
     };
     let mut scores = Vec::new();
     let mut int8_answers = Vec::new();
-    for (dtype, int8_cpu) in [(Dtype::Fp32, Int8Cpu::Auto), (Dtype::Int8, Int8Cpu::Any), (Dtype::Int8, Int8Cpu::Vnni)] {
-        let out = root.path().join(format!("{dtype:?}-{int8_cpu:?}"));
+    let token = Int8Activations::Token;
+    let variants = [
+        (Dtype::Fp32, Int8Cpu::Auto, token),
+        (Dtype::Int8, Int8Cpu::Any, token),
+        (Dtype::Int8, Int8Cpu::Vnni, token),
+        (Dtype::Int8, Int8Cpu::Auto, Int8Activations::Tensor),
+    ];
+    for (dtype, int8_cpu, int8_activations) in variants {
+        let out = root.path().join(format!("{dtype:?}-{int8_cpu:?}-{int8_activations:?}"));
         let summary = export(&ExportPlan {
             model_dir: case_dir.join("model"),
             task_adapter: Some(case_dir.join("task")),
@@ -293,6 +342,7 @@ fn int8_export_runs_in_the_evaluator() {
             dtype,
             int8_lang_adapters: false,
             int8_cpu,
+            int8_activations,
             max_seq_len: None,
             tokenizer_dir: tokenizer.clone(),
             out: out.join("export"),
@@ -300,7 +350,8 @@ fn int8_export_runs_in_the_evaluator() {
         .unwrap();
         let csv = out.join("results.csv");
         if dtype == Dtype::Int8 {
-            assert_eq!(summary.manifest.int8_cpu, Some(int8_cpu));
+            assert_eq!(summary.manifest.int8_cpu, Some(int8_cpu.resolve()));
+            assert_eq!(summary.manifest.int8_activations, Some(int8_activations));
             // What the languages share: every integer projection's 8-bit weight.
             let shared = SharedWeights::load(&out.join("export/en.onnx")).unwrap();
             let integer = shared.initializers.iter().filter(|(name, _)| name.ends_with("int8")).count();
@@ -328,7 +379,7 @@ fn int8_export_runs_in_the_evaluator() {
         // The languages' sessions sharing one packed copy of the integer weights answer the same.
         let shared = eval(&out.join("export"), &out.join("results-shared.csv"), true);
         assert_eq!(shared, predictions, "{dtype:?} {int8_cpu:?}: --share-weights changed the answers");
-        if dtype == Dtype::Int8 {
+        if dtype == Dtype::Int8 && int8_activations == token {
             int8_answers.push(predictions);
         }
         scores.push(std::fs::read_to_string(&csv).unwrap());

@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use common::{max_abs_diff, parity_cases, Case};
-use toolkit::export::{export, Dtype, ExportManifest, ExportPlan, Int8Cpu};
+use toolkit::export::{export, Dtype, ExportManifest, ExportPlan, Int8Activations, Int8Cpu};
 use toolkit::model::weights::{write_safetensors, Tensor as WeightTensor, Weights};
 use toolkit::runtime::{self, Device, Provider, SessionConfig};
 use toolkit_onnx::onnx::ModelProto;
@@ -42,6 +42,7 @@ fn plan(case: &Case, root: &Path, languages: &[&str], dtype: Dtype) -> ExportPla
         dtype,
         int8_lang_adapters: false,
         int8_cpu: Int8Cpu::Auto,
+        int8_activations: Int8Activations::Token,
         max_seq_len: None,
         tokenizer_dir: tokenizer_dir(root),
         out: root.join("export"),

@@ -166,7 +166,7 @@ fn tch_model_matches_reference_logits() {
 #[test]
 fn onnx_export_matches_reference_logits() {
     use ort::value::Tensor;
-    use toolkit::export::{export, Dtype, ExportPlan, Int8Cpu};
+    use toolkit::export::{export, Dtype, ExportPlan, Int8Activations, Int8Cpu};
     use toolkit::runtime::{self, Device, SessionConfig};
 
     let case = legacy_case();
@@ -185,6 +185,7 @@ fn onnx_export_matches_reference_logits() {
             dtype,
             int8_lang_adapters: false,
             int8_cpu: Int8Cpu::Auto,
+            int8_activations: Int8Activations::Token,
             max_seq_len: None,
             tokenizer_dir,
             out: root.path().join("export"),

@@ -61,6 +61,24 @@ pub enum Int8Cpu {
     Any,
 }
 
+/// How an int8 export quantises the activations of its integer MatMuls (`toolkit export
+/// --int8-activations`). Both round to 8 bits with a zero point, as ONNX's DynamicQuantizeLinear
+/// does; they differ in what one scale and zero point cover.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Int8Activations {
+    /// One scale and zero point per token (see `Builder::quantize_rows`): a token's steps do
+    /// not depend on the other tokens of its batch, at the cost of passes over each product's
+    /// output that ONNX Runtime cannot fuse.
+    #[default]
+    Token,
+    /// One scale and zero point per projection input, that is per batch (DynamicQuantizeLinear,
+    /// which ONNX Runtime fuses with the integer product, its scaling and bias into one
+    /// operator): faster, but padding and outlier tokens widen every token's steps, and a
+    /// text's scores depend on the batch it is scored in.
+    Tensor,
+}
+
 impl Int8Cpu {
     /// `Auto` decided for this CPU; the others as they are.
     pub fn resolve(self) -> Int8Cpu {
@@ -114,6 +132,7 @@ pub fn encoder_graph(
     dtype: Dtype,
     int8_lang_adapter: bool,
     int8_cpu: Int8Cpu,
+    int8_activations: Int8Activations,
     sink: &mut dyn WeightSink,
 ) -> Result<GraphProto> {
     let head = model.head.as_ref().context(
@@ -126,9 +145,11 @@ pub fn encoder_graph(
         sink,
         dtype,
         int8_cpu,
+        int8_activations,
         ft: dtype.elem(),
         added: HashSet::new(),
         rows_quantized: HashMap::new(),
+        tensor_quantized: HashMap::new(),
         nonnegative: HashSet::new(),
         rows: "batch",
         sequence: Dim::named("sequence"),
@@ -177,6 +198,8 @@ struct Builder<'a> {
     dtype: Dtype,
     /// The integer projections' weight type (int8 export).
     int8_cpu: Int8Cpu,
+    /// What one activation scale covers in the integer projections (int8 export).
+    int8_activations: Int8Activations,
     /// The float type of weights and activations.
     ft: ElemType,
     /// Initializers added so far (a LayerNorm may be used more than once).
@@ -184,6 +207,9 @@ struct Builder<'a> {
     /// Activations already quantised for integer projections, by tensor name (Q, K and V
     /// share their input).
     rows_quantized: HashMap<String, RowsQuantized>,
+    /// The same for `Int8Activations::Tensor`: DynamicQuantizeLinear's values, scale and zero
+    /// point.
+    tensor_quantized: HashMap<String, [String; 3]>,
     /// Activations that cannot be negative (ReLU outputs): quantised without a zero point.
     nonnegative: HashSet<String>,
     /// The symbolic first dimension of the encoder's activations.
@@ -459,15 +485,58 @@ impl Builder<'_> {
     /// of the four passes (measured 1.2x faster on the AVX2 EPYC) but moved the XCOPA and
     /// XQuAD logits 1.4x further from fp32.
     fn integer_linear(&mut self, x: &str, prefix: &str, in_dim: usize, out_dim: usize, bias: bool) -> Result<String> {
+        if self.int8_activations == Int8Activations::Tensor {
+            return self.tensor_quantized_linear(x, prefix, in_dim, out_dim, bias);
+        }
         let weight = format!("{prefix}.weight");
         let [w, w_scale] = self.integer_weight(&weight, out_dim, in_dim)?;
         let xq = self.quantize_rows(x, prefix, in_dim);
         let one = self.scalar_of(&format!("{prefix}/unit_scale"), ElemType::F32, 1.0);
-        let mut inputs = vec![xq.values.clone(), w, one, w_scale];
+        // No activation zero point here (it is per token, see above).
+        let y = self.integer_product(prefix, out_dim, [xq.values.clone(), w, one, w_scale, String::new()], None);
+        let mut y = self.g.node("Mul", &format!("{prefix}/Mul_token_scale"), &[&y, &xq.scale]).out();
+        if let Some(scaled_zero_point) = &xq.scaled_zero_point {
+            let w_sum = self.scaled_column_sums(&weight, out_dim, in_dim)?;
+            let zero_point = self.g.node("Mul", &format!("{prefix}/zero_point_term"), &[scaled_zero_point, &w_sum]).out();
+            y = self.g.node("Sub", &format!("{prefix}/Sub_zero_point"), &[&y, &zero_point]).out();
+        }
+        self.add_bias(&y, prefix, out_dim, bias)
+    }
+
+    /// `x @ W^T + b` with int8 weights and `x` quantised by one scale and zero point for the
+    /// whole tensor (`Int8Activations::Tensor`): one MatMulIntegerToFloat takes the activation
+    /// scale and zero point and the bias itself, and ONNX Runtime fuses it with the
+    /// DynamicQuantizeLinear before it.
+    fn tensor_quantized_linear(&mut self, x: &str, prefix: &str, in_dim: usize, out_dim: usize, bias: bool) -> Result<String> {
+        let [w, w_scale] = self.integer_weight(&format!("{prefix}.weight"), out_dim, in_dim)?;
+        let [xq, scale, zero_point] = match self.tensor_quantized.get(x) {
+            Some(done) => done.clone(),
+            None => {
+                let outputs = self.g.node("DynamicQuantizeLinear", &format!("{prefix}/DynamicQuantizeLinear"), &[x]).outs(3);
+                let done: [String; 3] = outputs.try_into().expect("three outputs");
+                self.tensor_quantized.insert(x.to_string(), done.clone());
+                done
+            }
+        };
+        let bias = if bias { Some(self.weight(&format!("{prefix}.bias"), &[out_dim])?) } else { None };
+        Ok(self.integer_product(prefix, out_dim, [xq, w, scale, w_scale, zero_point], bias))
+    }
+
+    /// The MatMulIntegerToFloat of `inputs` (activations, weights, activation scale, weight
+    /// scales, activation zero point or ""), with the weights' zero point where they are
+    /// uint8 and `bias` added by it.
+    fn integer_product(&mut self, prefix: &str, out_dim: usize, inputs: [String; 5], bias: Option<String>) -> String {
+        let mut inputs = inputs.to_vec();
         if self.int8_cpu == Int8Cpu::Any {
-            // No activation zero point here (it is per token, see above); the weights' is 128.
-            let zero_point = self.g.constant(&format!("{prefix}/weight_zero_point"), ElemType::U8, &[], vec![WEIGHT_ZERO_POINT as u8]);
-            inputs.extend([String::new(), zero_point]);
+            inputs.push(self.g.constant(&format!("{prefix}/weight_zero_point"), ElemType::U8, &[], vec![WEIGHT_ZERO_POINT as u8]));
+        }
+        if let Some(bias) = bias {
+            inputs.resize(6, String::new());
+            inputs.push(bias);
+        }
+        // ONNX leaves out optional inputs at the end by omitting them.
+        while inputs.last().is_some_and(String::is_empty) {
+            inputs.pop();
         }
         let inputs: Vec<&str> = inputs.iter().map(String::as_str).collect();
         let y = self.g.node("MatMulIntegerToFloat", &format!("{prefix}/MatMulIntegerToFloat"), &inputs).domain(MS_DOMAIN).out();
@@ -476,13 +545,7 @@ impl Builder<'_> {
         // where that fusion is on (CUDA).
         let dims = [Dim::named(self.rows), self.sequence.clone(), Dim::Fixed(out_dim as i64)];
         self.g.value_info(&y, ElemType::F32, &dims);
-        let mut y = self.g.node("Mul", &format!("{prefix}/Mul_token_scale"), &[&y, &xq.scale]).out();
-        if let Some(scaled_zero_point) = &xq.scaled_zero_point {
-            let w_sum = self.scaled_column_sums(&weight, out_dim, in_dim)?;
-            let zero_point = self.g.node("Mul", &format!("{prefix}/zero_point_term"), &[scaled_zero_point, &w_sum]).out();
-            y = self.g.node("Sub", &format!("{prefix}/Sub_zero_point"), &[&y, &zero_point]).out();
-        }
-        self.add_bias(&y, prefix, out_dim, bias)
+        y
     }
 
     /// Quantises `x` `[rows, sequence, in_dim]` to uint8 with one scale and zero point per

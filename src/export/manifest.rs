@@ -5,7 +5,7 @@ use std::path::{Component, Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
-use super::graph::{Dtype, Int8Cpu};
+use super::graph::{Dtype, Int8Activations, Int8Cpu};
 use crate::model::{Arch, HeadType};
 
 pub const MANIFEST: &str = "export.json";
@@ -36,6 +36,10 @@ pub struct ExportManifest {
     /// activations, exact on every CPU).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub int8_cpu: Option<Int8Cpu>,
+    /// An int8 export's activation scales (`--int8-activations`); `None` for other dtypes and
+    /// for int8 exports made before the option (per token).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub int8_activations: Option<Int8Activations>,
     /// Longest input the model takes (position embeddings).
     pub max_seq_len: usize,
     /// File names inside the export folder (`load` refuses paths).

@@ -13,7 +13,7 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use toolkit_onnx::ModelInfo;
 
-pub use graph::{Dtype, Int8Cpu};
+pub use graph::{Dtype, Int8Activations, Int8Cpu};
 use lang_adapters::LangAdapters;
 pub use manifest::{ExportManifest, ExportedModel};
 use manifest::{MANIFEST, NO_LANG_MODEL, SHARED_DATA, TOKENIZER};
@@ -90,6 +90,15 @@ pub struct ExportArgs {
     #[arg(long, value_enum, default_value_t = Int8Cpu::Auto)]
     pub int8_cpu: Int8Cpu,
 
+    /// What one activation scale covers in a `--dtype int8` export. `token`: each token has
+    /// its own scale and zero point, so its result does not depend on its batch (closest to
+    /// fp32). `tensor`: one per projection input, that is per batch, as ONNX Runtime's own
+    /// dynamic quantisation does: faster (one fused operator per projection), but padding and
+    /// outlier tokens widen every token's steps and a text's scores depend on its batch (the
+    /// README lists measured speeds and errors of both).
+    #[arg(long, value_enum, default_value_t = Int8Activations::Token)]
+    pub int8_activations: Int8Activations,
+
     /// Output folder.
     #[arg(long, value_name = "DIR")]
     pub out: PathBuf,
@@ -116,6 +125,8 @@ pub struct ExportPlan {
     pub int8_lang_adapters: bool,
     /// An int8 export's weight type (`Auto` is decided at export).
     pub int8_cpu: Int8Cpu,
+    /// An int8 export's activation scales.
+    pub int8_activations: Int8Activations,
     /// `None`: 512, or the model's limit when lower.
     pub max_seq_len: Option<usize>,
     pub tokenizer_dir: PathBuf,
@@ -175,6 +186,9 @@ pub fn plan(args: &ExportArgs) -> Result<ExportPlan> {
     if args.int8_cpu != Int8Cpu::Auto && args.dtype != Dtype::Int8 {
         bail!("--int8-cpu chooses the weights of a --dtype int8 export; this export is {:?}", args.dtype);
     }
+    if args.int8_activations != Int8Activations::Token && args.dtype != Dtype::Int8 {
+        bail!("--int8-activations chooses the activation scales of a --dtype int8 export; this export is {:?}", args.dtype);
+    }
     let (run_model, run_task) = match &args.run {
         Some(run) => {
             let (model, task) = read_run(&RunDir::new(run))?;
@@ -200,6 +214,7 @@ pub fn plan(args: &ExportArgs) -> Result<ExportPlan> {
         dtype: args.dtype,
         int8_lang_adapters: args.int8_lang_adapters,
         int8_cpu: args.int8_cpu,
+        int8_activations: args.int8_activations,
         max_seq_len: args.max_seq_len,
         out: args.out.clone(),
     })
@@ -252,6 +267,7 @@ pub fn export(plan: &ExportPlan) -> Result<ExportSummary> {
         dtype: plan.dtype,
         int8_lang_adapters: plan.int8_lang_adapters,
         int8_cpu: (plan.dtype == Dtype::Int8).then(|| plan.int8_cpu.resolve()),
+        int8_activations: (plan.dtype == Dtype::Int8).then_some(plan.int8_activations),
         max_seq_len: first.max_seq_len,
         tokenizer: TOKENIZER.into(),
         shared_data: SHARED_DATA.into(),
@@ -304,7 +320,7 @@ fn export_language(
         Some(lang) => graph::lang_adapter_prefixes(&model, lang),
         None => Vec::new(),
     };
-    let graph = graph::encoder_graph(&model, plan.dtype, plan.int8_lang_adapters, plan.int8_cpu.resolve(), &mut Placement { shared, inline_prefixes })
+    let graph = graph::encoder_graph(&model, plan.dtype, plan.int8_lang_adapters, plan.int8_cpu.resolve(), plan.int8_activations, &mut Placement { shared, inline_prefixes })
         .with_context(|| format!("building the graph of {file}"))?;
     let proto = toolkit_onnx::model(
         graph,
@@ -373,6 +389,7 @@ fn metadata(
     ];
     if plan.dtype == Dtype::Int8 {
         metadata.push(("int8_cpu".into(), json(serde_json::to_value(plan.int8_cpu.resolve()).expect("serialises"))));
+        metadata.push(("int8_activations".into(), json(serde_json::to_value(plan.int8_activations).expect("serialises"))));
     }
     metadata
 }

@@ -7,7 +7,7 @@ use anyhow::{bail, Result};
 use super::file::{Run, Sweep};
 use crate::device::Device;
 use crate::eval::{EvalArgs, DEFAULT_BATCH_TOKENS};
-use crate::export::{Dtype, ExportArgs, Int8Cpu};
+use crate::export::{Dtype, ExportArgs, Int8Activations, Int8Cpu};
 use crate::run_dir::RunDir;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -83,6 +83,7 @@ fn score(sweep: &Sweep, run: &Run) -> Result<()> {
             dtype: Dtype::Fp32,
             int8_lang_adapters: false,
             int8_cpu: Int8Cpu::Auto,
+            int8_activations: Int8Activations::Token,
             out: exported.clone(),
             max_seq_len: None,
             tokenizer: None,
