@@ -20,6 +20,8 @@
 #   COPA_LANGS / QA_LANGS=ar,de,...     only these languages (default: all of the suite)
 #   CHECKS="copa qa"                    which of the two to run (default both; one alone is a
 #                                       partial check, and the output says so)
+#   INT8_ACTIVATIONS=tensor             check `--int8-activations tensor` exports (default token);
+#                                       OUT then defaults to exports/int8-check-tensor
 #   OUT=exports/int8-check  THREADS=2  MAX_DIFF=0.5
 #   TOOLKIT=path/to/toolkit             use this binary, build nothing
 #
@@ -33,7 +35,12 @@ COPA_RUN=${COPA_RUN:-runs/quickstart/copa-fun}
 QA_RUN=${QA_RUN:-runs/madx-xquad/task-only}
 QA_SUITE=${QA_SUITE:-xquad}
 QA_DATA_DIR=${QA_DATA_DIR:-$TOOLKIT_DATA_DIR}
-OUT=${OUT:-exports/int8-check}
+INT8_ACTIVATIONS=${INT8_ACTIVATIONS:-token}
+case $INT8_ACTIVATIONS in
+    token) OUT=${OUT:-exports/int8-check} ;;
+    tensor) OUT=${OUT:-exports/int8-check-tensor} ;;
+    *) printf 'check-int8: INT8_ACTIVATIONS must be token or tensor, not %s\n' "$INT8_ACTIVATIONS" >&2; exit 2 ;;
+esac
 THREADS=${THREADS:-2}
 MAX_DIFF=${MAX_DIFF:-0.5}
 
@@ -61,7 +68,9 @@ score() {
         local export=$OUT/$name-$dtype csv=$OUT/results/$name-$dtype.csv
         if [ ! -f "$export/export.json" ]; then
             say "$name: export $run ($dtype)"
-            "$TOOLKIT" export --run "$run" --no-lang-adapter --dtype "$dtype" --out "$export" >/dev/null
+            local options=(--dtype "$dtype")
+            [ "$dtype" = fp32 ] || options+=(--int8-activations "$INT8_ACTIVATIONS")
+            "$TOOLKIT" export --run "$run" --no-lang-adapter "${options[@]}" --out "$export" >/dev/null
         fi
         if [ ! -f "$csv" ]; then
             say "$name: score $suite ($dtype)"

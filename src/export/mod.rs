@@ -465,9 +465,11 @@ mod tests {
         let plan = plan(&args).unwrap();
         assert_eq!(plan.languages, vec![(None, None)]);
         assert_eq!(plan.dtype, Dtype::Fp16);
-        let args = parse(&["--model", "m", "--no-lang-adapter", "--int8-cpu", "vnni", "--out", "x"]).unwrap();
-        let err = super::plan(&args).unwrap_err();
-        assert!(format!("{err}").contains("--dtype int8"), "{err}");
+        for int8_option in [["--int8-cpu", "vnni"], ["--int8-activations", "tensor"]] {
+            let args = parse(&[&["--model", "m", "--no-lang-adapter", "--out", "x"][..], &int8_option].concat()).unwrap();
+            let err = super::plan(&args).unwrap_err();
+            assert!(format!("{err}").contains("--dtype int8"), "{err}");
+        }
 
         let root = tempfile::tempdir().unwrap();
         let err = read_run(&RunDir::new(root.path())).unwrap_err();
