@@ -160,7 +160,7 @@ fn int8_exports_match_a_numpy_reference_of_the_same_rules() {
     };
     let _cores = common::exclusive();
     let cases = parity_cases();
-    for (activations, flag) in [(Int8Activations::Token, "token"), (Int8Activations::Tensor, "tensor")] {
+    for (activations, flag) in [(Int8Activations::Token, "token"), (Int8Activations::Mixed, "mixed"), (Int8Activations::Tensor, "tensor")] {
         let out = std::process::Command::new(&python)
             .arg(common::repo().join("scripts/checks/int8_reference.py"))
             .args(["--activations", flag])
@@ -204,7 +204,7 @@ fn int8_exports_match_a_numpy_reference_of_the_same_rules() {
 #[test]
 fn onnx_runtime_keeps_each_projection_integer() {
     let case = Case::load(&common::repo().join("tests/fixtures/parity/bert_stack_cls_hf"));
-    for activations in [Int8Activations::Token, Int8Activations::Tensor] {
+    for activations in [Int8Activations::Token, Int8Activations::Mixed, Int8Activations::Tensor] {
         let root = tempfile::tempdir().unwrap();
         let model = export_case(&case, root.path(), Dtype::Int8, Int8Cpu::Auto, activations);
         let exported = load_model(&model).graph.unwrap();
@@ -226,9 +226,9 @@ fn onnx_runtime_keeps_each_projection_integer() {
         let integer = count("MatMulInteger") + count("MatMulIntegerToFloat") + count("DynamicQuantizeMatMul");
         assert_eq!(integer, exported_ops("MatMulIntegerToFloat"), "{ops:?}");
         assert_eq!(count("QuantizeLinear"), exported_ops("QuantizeLinear"), "{ops:?}");
-        if activations == Int8Activations::Tensor {
-            // Each quantisation with one consumer fused into it: only Q, K and V's shared ones
-            // are left.
+        if activations != Int8Activations::Token {
+            // Each per-tensor quantisation with one consumer fused into it: only Q, K and V's
+            // shared ones are left.
             let layers = 2;
             assert_eq!(count("DynamicQuantizeLinear"), layers, "{ops:?}");
         }
@@ -264,6 +264,23 @@ fn int8_tensor_activations_leave_nothing_around_the_products() {
         let manifest = ExportManifest::load(export.parent().unwrap()).unwrap();
         assert_eq!(manifest.int8_activations, Some(Int8Activations::Tensor));
     }
+}
+
+/// `--int8-activations mixed`: the feed-forward block's two projections per token (a
+/// QuantizeLinear each, their scaling and zero point after the product), every other one per
+/// tensor.
+#[test]
+fn int8_mixed_activations_quantise_the_feed_forward_inputs_per_token() {
+    let case = Case::load(&common::repo().join("tests/fixtures/parity/bert_stack_qa_hf"));
+    let (layers, projections) = (2, 2 * (6 + 2 * 2) + 4);
+    let root = tempfile::tempdir().unwrap();
+    let graph = load_model(&export_case(&case, root.path(), Dtype::Int8, Int8Cpu::Auto, Int8Activations::Mixed)).graph.unwrap();
+    let ops = |op: &str| graph.node.iter().filter(|n| n.op_type() == op).count();
+    assert_eq!(ops("MatMulIntegerToFloat"), projections);
+    let per_token: Vec<&str> = graph.node.iter().filter(|n| n.op_type() == "QuantizeLinear").map(|n| n.name()).collect();
+    assert_eq!(per_token.len(), 2 * layers, "{per_token:?}");
+    assert!(per_token.iter().all(|n| n.contains(".intermediate.dense/") || n.contains(".output.dense/") && !n.contains("attention")), "{per_token:?}");
+    assert_eq!(ops("DynamicQuantizeLinear"), projections - 2 * layers - 2 * layers);
 }
 
 #[test]
@@ -331,6 +348,7 @@ fn int8_export_runs_in_the_evaluator() {
         (Dtype::Fp32, Int8Cpu::Auto, token),
         (Dtype::Int8, Int8Cpu::Any, token),
         (Dtype::Int8, Int8Cpu::Vnni, token),
+        (Dtype::Int8, Int8Cpu::Auto, Int8Activations::Mixed),
         (Dtype::Int8, Int8Cpu::Auto, Int8Activations::Tensor),
     ];
     for (dtype, int8_cpu, int8_activations) in variants {

@@ -20,8 +20,8 @@
 #   COPA_LANGS / QA_LANGS=ar,de,...     only these languages (default: all of the suite)
 #   CHECKS="copa qa"                    which of the two to run (default both; one alone is a
 #                                       partial check, and the output says so)
-#   INT8_ACTIVATIONS=tensor             check `--int8-activations tensor` exports (default token);
-#                                       OUT then defaults to exports/int8-check-tensor
+#   INT8_ACTIVATIONS=mixed|tensor       check `--int8-activations` exports of that kind (default
+#                                       token); OUT then defaults to exports/int8-check-KIND
 #   OUT=exports/int8-check  THREADS=2  MAX_DIFF=0.5
 #   TOOLKIT=path/to/toolkit             use this binary, build nothing
 #
@@ -38,8 +38,8 @@ QA_DATA_DIR=${QA_DATA_DIR:-$TOOLKIT_DATA_DIR}
 INT8_ACTIVATIONS=${INT8_ACTIVATIONS:-token}
 case $INT8_ACTIVATIONS in
     token) OUT=${OUT:-exports/int8-check} ;;
-    tensor) OUT=${OUT:-exports/int8-check-tensor} ;;
-    *) printf 'check-int8: INT8_ACTIVATIONS must be token or tensor, not %s\n' "$INT8_ACTIVATIONS" >&2; exit 2 ;;
+    mixed|tensor) OUT=${OUT:-exports/int8-check-$INT8_ACTIVATIONS} ;;
+    *) printf 'check-int8: INT8_ACTIVATIONS must be token, mixed or tensor, not %s\n' "$INT8_ACTIVATIONS" >&2; exit 2 ;;
 esac
 THREADS=${THREADS:-2}
 MAX_DIFF=${MAX_DIFF:-0.5}

@@ -14,6 +14,8 @@ rules; the pooler and the heads stay float, as in the export.
       tensor, as ONNX's DynamicQuantizeLinear computes it (scale 1 where hi = lo); in the last
       layer under a head that reads only the first token, the export computes only that
       token's projections (but for keys and values), so their tensor is the first tokens';
+      `--activations mixed`: per token for each layer's intermediate.dense and output.dense,
+      per tensor for the rest;
   weights, per output feature: scale = max |w| / 127 (1 for an all-zero feature),
       wq = clip(round(w / scale), -127, 127), rounding halves away from zero;
       (an `--int8-cpu any` export stores wq + 128 as uint8 with zero point 128: the same integers)
@@ -35,6 +37,7 @@ Prints {"case name": {"outputs": {"output name": [flat values]}, "near_ties": n}
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -96,6 +99,11 @@ def tensor_linear(linear, x, ties, first_token):
     return torch.from_numpy(y.reshape(*x.shape[:-1], -1))
 
 
+def mixed_linear(linear, x, ties, first_token):
+    per_token = token_linear if linear.feed_forward else tensor_linear
+    return per_token(linear, x, ties, first_token)
+
+
 def quantise(model, integer_linear, first_token_head):
     """Replaces the encoder's and adapters' Linear layers; returns the list their near ties go to."""
     ties = []
@@ -103,6 +111,7 @@ def quantise(model, integer_linear, first_token_head):
     for name, module in model.named_modules():
         if isinstance(module, torch.nn.Linear) and ("encoder.layer." in name or "invertible_adapters" in name):
             first = first_token_head and last in name and not name.endswith(("attention.self.key", "attention.self.value"))
+            module.feed_forward = re.search(r"encoder\.layer\.\d+\.(intermediate|output)\.dense$", name) is not None
             module.forward = lambda x, m=module, f=first: integer_linear(m, x, ties, f)
     if not any(isinstance(m, torch.nn.Linear) and "encoder.layer." in n for n, m in model.named_modules()):
         raise SystemExit("no encoder Linear modules found")
@@ -111,10 +120,10 @@ def quantise(model, integer_linear, first_token_head):
 
 def main():
     parser = argparse.ArgumentParser(description="int8 export arithmetic in numpy (see the module's text)")
-    parser.add_argument("--activations", choices=["token", "tensor"], default="token")
+    parser.add_argument("--activations", choices=["token", "mixed", "tensor"], default="token")
     parser.add_argument("cases", nargs="+", help="parity case folders")
     args = parser.parse_args()
-    integer_linear = token_linear if args.activations == "token" else tensor_linear
+    integer_linear = {"token": token_linear, "mixed": mixed_linear, "tensor": tensor_linear}[args.activations]
     results = {}
     for folder in args.cases:
         cdir = Path(folder)

@@ -93,9 +93,11 @@ pub struct ExportArgs {
     /// What one activation scale covers in a `--dtype int8` export. `token`: each token has
     /// its own scale and zero point, so its result does not depend on its batch (closest to
     /// fp32). `tensor`: one per projection input, that is per batch, as ONNX Runtime's own
-    /// dynamic quantisation does: faster (one fused operator per projection), but padding and
-    /// outlier tokens widen every token's steps and a text's scores depend on its batch (the
-    /// README lists measured speeds and errors of both).
+    /// dynamic quantisation does: fastest (one fused operator per projection), but padding and
+    /// outlier tokens widen every token's steps and a text's scores depend on its batch.
+    /// `mixed`: per token for the feed-forward projections, where per tensor loses most, per
+    /// tensor for the rest: nearly as close to fp32 as `token`, most of `tensor`'s speed, and
+    /// batch-dependent too (the README lists measured speeds and errors of all three).
     #[arg(long, value_enum, default_value_t = Int8Activations::Token)]
     pub int8_activations: Int8Activations,
 
