@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 use common::{max_abs_diff, parity_cases, Case};
 use toolkit::export::{export, Dtype, ExportManifest, ExportPlan, Int8Activations, Int8Cpu};
-use toolkit::runtime::{self, Device, SessionConfig, SharedWeights};
+use toolkit::runtime::SharedWeights;
 use toolkit_onnx::onnx::tensor_shape_proto::dimension::Value as DimValue;
 use toolkit_onnx::onnx::type_proto::Value;
 use toolkit_onnx::onnx::ModelProto;
@@ -209,16 +209,8 @@ fn onnx_runtime_keeps_each_projection_integer() {
         let model = export_case(&case, root.path(), Dtype::Int8, Int8Cpu::Auto, activations);
         let exported = load_model(&model).graph.unwrap();
         let exported_ops = |op: &str| exported.node.iter().filter(|n| n.op_type() == op).count();
-        let optimized = root.path().join("optimized.onnx");
-        let config = SessionConfig {
-            device: Device::Cpu,
-            intra_threads: Some(1),
-            optimized_model: Some(optimized.clone()),
-            ..SessionConfig::default()
-        };
-        runtime::session_with(&model, &config).unwrap();
         let mut ops: BTreeMap<String, usize> = BTreeMap::new();
-        for node in &load_model(&optimized).graph.unwrap().node {
+        for node in &common::optimized_graph(&model, root.path()).node {
             *ops.entry(node.op_type().to_string()).or_default() += 1;
         }
         eprintln!("optimized int8 graph ops ({activations:?} activations): {ops:?}");

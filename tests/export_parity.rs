@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use common::{max_abs_diff, parity_cases, Case};
 use toolkit::export::{export, Dtype, ExportManifest, ExportPlan, Int8Activations, Int8Cpu};
 use toolkit::model::weights::{write_safetensors, Tensor as WeightTensor, Weights};
-use toolkit::runtime::{self, Device, Provider, SessionConfig};
+use toolkit::runtime::{self, Device, Provider};
 use toolkit_onnx::onnx::ModelProto;
 use toolkit_onnx::prost::Message;
 
@@ -252,17 +252,8 @@ fn onnx_runtime_fuses_the_exported_patterns() {
     let root = tempfile::tempdir().unwrap();
     let plan = plan(&case, root.path(), &["th"], Dtype::Fp32);
     export(&plan).unwrap();
-    let optimized = root.path().join("optimized.onnx");
-    let config = SessionConfig {
-        device: Device::Cpu,
-        intra_threads: Some(1),
-        optimized_model: Some(optimized.clone()),
-        ..SessionConfig::default()
-    };
-    runtime::session_with(&plan.out.join("th.onnx"), &config).unwrap();
-    let model = load_model(&optimized);
     let mut ops: BTreeMap<String, usize> = BTreeMap::new();
-    for node in &model.graph.as_ref().unwrap().node {
+    for node in &common::optimized_graph(&plan.out.join("th.onnx"), root.path()).node {
         let domain = node.domain.clone().unwrap_or_default();
         let op = if domain.is_empty() { node.op_type().to_string() } else { format!("{domain}.{}", node.op_type()) };
         *ops.entry(op).or_default() += 1;

@@ -180,6 +180,24 @@ pub fn run_onnx(model: &Path, case: &Case) -> std::collections::BTreeMap<String,
         .collect()
 }
 
+/// The graph ONNX Runtime's CPU session makes of `model` after its optimisations (fusions), as
+/// it writes it to `dir/optimized.onnx`.
+#[cfg(feature = "eval")]
+pub fn optimized_graph(model: &Path, dir: &Path) -> toolkit_onnx::onnx::GraphProto {
+    use toolkit::runtime::{self, Device, SessionConfig};
+    use toolkit_onnx::prost::Message;
+    let optimized = dir.join("optimized.onnx");
+    let config = SessionConfig {
+        device: Device::Cpu,
+        intra_threads: Some(1),
+        optimized_model: Some(optimized.clone()),
+        ..SessionConfig::default()
+    };
+    runtime::session_with(model, &config).unwrap();
+    let proto = toolkit_onnx::onnx::ModelProto::decode(std::fs::read(&optimized).unwrap().as_slice()).unwrap();
+    proto.graph.unwrap()
+}
+
 /// An MLQA-format suite over the fixtures in tests/fixtures/data, sized for the tiny parity
 /// models (16 positions).
 pub const TINY_MLQA_SUITE: &str = r#"
