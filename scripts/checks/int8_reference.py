@@ -32,7 +32,7 @@ one element one step off, which the outputs carry. Each case counts such near ti
 Prints {"case name": {"outputs": {"output name": [flat values]}, "near_ties": n}} as JSON. Needs the reference venv
 (torch, transformers, adapters, numpy):
 
-    $REF_VENV/bin/python scripts/checks/int8_reference.py [--activations token|tensor] tests/fixtures/parity/bert_stack_qa_hf ...
+    $REF_VENV/bin/python scripts/checks/int8_reference.py [--activations token|mixed|tensor] tests/fixtures/parity/bert_stack_qa_hf ...
 """
 
 import argparse
