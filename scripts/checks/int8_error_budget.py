@@ -37,6 +37,9 @@ from int8_reference import quantise, quantised_weight, bias, token_linear, mixed
 
 LANGS = ["et", "ht", "id", "it", "qu", "sw", "ta", "th", "tr", "vi", "zh"]
 ALPHA = 0.5
+# The projections of a layer that read a LayerNorm output: the layer's input (the previous
+# layer's output LayerNorm, or the embeddings') and the attention block's LayerNorm.
+LAYER_NORM_INPUTS = ["attention.self.query", "attention.self.key", "attention.self.value", "intermediate.dense"]
 
 
 def pairs(data_dir, split, items):
@@ -57,7 +60,7 @@ def weights_only_linear(linear, x, ties, first_token):
 
 
 def reads_layer_norm(name):
-    return name.endswith(("attention.self.query", "attention.self.key", "attention.self.value", "intermediate.dense"))
+    return name.endswith(tuple(LAYER_NORM_INPUTS))
 
 
 def input_maxima(model, batch):
@@ -82,27 +85,25 @@ def gain_maxima(model):
     maxima = {}
     for i, layer in enumerate(layers):
         before_attention = model.embeddings.LayerNorm if i == 0 else layers[i - 1].output.LayerNorm
-        for which, ln in [("attention.self.query", before_attention), ("attention.self.key", before_attention),
-                          ("attention.self.value", before_attention), ("intermediate.dense", layer.attention.output.LayerNorm)]:
+        for which in LAYER_NORM_INPUTS:
+            ln = layer.attention.output.LayerNorm if which == "intermediate.dense" else before_attention
             maxima[f"encoder.layer.{i}.{which}"] = ln.weight.detach().abs() * 4 + ln.bias.detach().abs()
     return maxima
 
 
 def smooth(model, maxima):
-    """Folds the smoothing factors into the weights; returns the hooks dividing the inputs.
-    Q, K and V read one tensor, so they share one factor (over their three weights)."""
+    """Folds the smoothing factors into the weights and divides the inputs by them (forward
+    pre-hooks). Q, K and V read one tensor, so they share one factor (over their three weights)."""
     modules = dict(model.named_modules())
     groups = {}
     for name in maxima:
         groups.setdefault(name.rsplit(".", 1)[0] if ".attention.self." in name else name, []).append(name)
-    hooks = []
     for names in groups.values():
         w_max = torch.stack([modules[n].weight.detach().abs().amax(0) for n in names]).amax(0).clamp(min=1e-8)
         s = maxima[names[0]].clamp(min=1e-5) ** ALPHA / w_max ** (1 - ALPHA)
         for n in names:
             modules[n].weight.data *= s
-            hooks.append(modules[n].register_forward_pre_hook(lambda m, inputs, s=s: (inputs[0] / s,)))
-    return hooks
+            modules[n].register_forward_pre_hook(lambda m, inputs, s=s: (inputs[0] / s,))
 
 
 def main():
@@ -111,7 +112,6 @@ def main():
     parser.add_argument("--data-dir", required=True, help="the folder holding xcopa/")
     parser.add_argument("--items", type=int, default=12, help="XCOPA items per language measured (test) and calibrated on (val)")
     args = parser.parse_args()
-    torch.manual_seed(0)
     tokenizer = AutoTokenizer.from_pretrained(args.model)
 
     def encode(split):

@@ -65,8 +65,8 @@ def quantised_weight(linear):
 
 def integer_product(xq, wq):
     """xq @ wq of integer arrays, exactly: in float64 (BLAS), whose 53-bit sums hold every partial
-    sum here (|uint8 x int8| < 2^15, at most a few thousand terms), where numpy's int64 product
-    has no BLAS and is some 30 times slower."""
+    sum here (|uint8 x int8| < 2^15, at most a few thousand terms); numpy's int64 product has no
+    BLAS (with it, scripts/checks/int8_error_budget.py took 7.5x as long)."""
     return xq.astype(np.float64) @ wq.astype(np.float64)
 
 
